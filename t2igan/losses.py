@@ -1,0 +1,71 @@
+"""GAN objectives as pure functions: logits in, a dict of named scalar terms out.
+
+Term names are the ones logged: `d/real`, `d/fake`, `d/wrong`, `d/total` for the
+discriminator, `g/adv`, `g/kl`, `g/total` for the generator. No optimizers, no state.
+"""
+
+from keras import ops
+
+LOSS_KINDS = ("bce", "hinge")
+
+
+def _softplus_mean(x):
+    return ops.mean(ops.softplus(x))
+
+
+def kl_divergence(mu, log_sigma):
+    """KL(N(mu, sigma^2) || N(0, 1)) averaged over batch and condition dimensions.
+
+    The mean (not the sum) over dimensions follows StackGAN, whose KL weight of 2.0 assumes it.
+    """
+    return ops.mean(0.5 * (ops.square(mu) + ops.exp(2.0 * log_sigma) - 1.0) - log_sigma)
+
+
+def discriminator_loss(
+    real_logits,
+    fake_logits,
+    wrong_logits,
+    *,
+    kind: str = "bce",
+    wrong_weight: float = 0.5,
+    real_label: float = 1.0,
+):
+    """The matching-aware discriminator objective (Reed et al. 2016, StackGAN).
+
+    D sees three pairs: (real image, its caption) -> real, (fake image, its caption) -> fake,
+    (real image, a mismatched caption) -> fake. Fake and wrong share the "fake" half:
+    `d/total = d/real + (1 - wrong_weight) * d/fake + wrong_weight * d/wrong`.
+
+    `kind="bce"` is the logistic loss (`real_label` < 1 is one-sided label smoothing);
+    `kind="hinge"` the hinge loss of DF-GAN/BigGAN, where `real_label` does not apply.
+    All logits are (B, 1) or (B,).
+    """
+    if kind == "bce":
+        # BCE(x, y) = softplus(x) - y * x for logits x and targets y.
+        real = _softplus_mean(real_logits) - real_label * ops.mean(real_logits)
+        fake = _softplus_mean(fake_logits)
+        wrong = _softplus_mean(wrong_logits)
+    elif kind == "hinge":
+        real = ops.mean(ops.relu(1.0 - real_logits))
+        fake = ops.mean(ops.relu(1.0 + fake_logits))
+        wrong = ops.mean(ops.relu(1.0 + wrong_logits))
+    else:
+        raise ValueError(f"unknown loss kind {kind!r}; known: {LOSS_KINDS}")
+    total = real + (1.0 - wrong_weight) * fake + wrong_weight * wrong
+    return {"d/real": real, "d/fake": fake, "d/wrong": wrong, "d/total": total}
+
+
+def generator_loss(fake_logits, mu, log_sigma, *, kind: str = "bce", kl_weight: float = 2.0):
+    """Fool D on (fake image, its caption), keep the text condition near its N(0, 1) prior.
+
+    `kind="bce"` is the non-saturating loss -log D(G(z, t), t); `kind="hinge"` is -D(G(z, t), t).
+    `kl_weight` scales the conditioning-augmentation KL term (StackGAN: 2.0; 0 switches it off).
+    """
+    if kind == "bce":
+        adv = _softplus_mean(-fake_logits)
+    elif kind == "hinge":
+        adv = -ops.mean(fake_logits)
+    else:
+        raise ValueError(f"unknown loss kind {kind!r}; known: {LOSS_KINDS}")
+    kl = kl_divergence(mu, log_sigma)
+    return {"g/adv": adv, "g/kl": kl, "g/total": adv + kl_weight * kl}

@@ -1,0 +1,91 @@
+"""Layers shared by the generator and the discriminator."""
+
+import keras
+from keras import layers, ops
+
+
+@keras.saving.register_keras_serializable(package="t2igan")
+class ConditioningAugmentation(layers.Layer):
+    """StackGAN's conditioning augmentation: a sentence embedding -> a Gaussian condition.
+
+    One dense layer maps the embedding to (mu, log_sigma), each `condition_dim` wide. In
+    training the condition is sampled, `mu + exp(log_sigma) * eps`, which smooths the
+    conditioning manifold; at inference it is `mu`, so a caption and a noise vector fix the
+    image. Returns `(condition, mu, log_sigma)`, each (B, condition_dim).
+    """
+
+    def __init__(self, condition_dim: int = 128, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.condition_dim = condition_dim
+        self.dense = layers.Dense(2 * condition_dim, name="dense")
+        # StackGAN rectifies (mu, log_sigma) with a leaky ReLU before the split.
+        self.activation = layers.LeakyReLU(0.2)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, text_embeddings, training=None):
+        mu_log_sigma = self.activation(self.dense(text_embeddings))
+        mu, log_sigma = ops.split(mu_log_sigma, 2, axis=-1)
+        if not training:
+            return mu, mu, log_sigma
+        eps = keras.random.normal(ops.shape(mu), dtype=mu.dtype, seed=self.seed_generator)
+        return mu + ops.exp(log_sigma) * eps, mu, log_sigma
+
+    def compute_output_shape(self, input_shape):
+        shape = (*input_shape[:-1], self.condition_dim)
+        return shape, shape, shape
+
+    def get_config(self):
+        return {**super().get_config(), "condition_dim": self.condition_dim}
+
+
+def scaled_channels(channels: int, width: float) -> int:
+    """Channel count `channels` scaled by the width multiplier, never below 4."""
+    return max(4, int(round(channels * width)))
+
+
+def pyramid_levels(image_size: int, base_resolution: int = 4) -> int:
+    """How many stride-2 stages lie between `base_resolution` and `image_size` (both pixels)."""
+    levels = 0
+    size = base_resolution
+    while size < image_size:
+        size *= 2
+        levels += 1
+    if size != image_size:
+        raise ValueError(
+            f"image_size must be {base_resolution} times a power of two, got {image_size}"
+        )
+    return levels
+
+
+@keras.saving.register_keras_serializable(package="t2igan")
+class BatchNorm(layers.BatchNormalization):
+    """BatchNormalization over the channel axis of NHWC maps, on TensorFlow's fused kernel.
+
+    Same weights, arguments and maths as `keras.layers.BatchNormalization` (so parameter
+    counts and checkpoints are unchanged), but Keras 3 composes the normalisation from
+    separate moments and arithmetic ops, which is about 3x slower forward and backward on
+    CPU than the single fused TensorFlow op. Falls back to Keras for anything but 4-D input
+    normalised over the last axis.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if keras.backend.backend() != "tensorflow" or len(inputs.shape) != 4 or self.axis != [3]:
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        gamma = self.gamma if self.scale else ops.ones_like(self.moving_mean)
+        beta = self.beta if self.center else ops.zeros_like(self.moving_mean)
+        if not training or self.trainable is False:
+            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                inputs, gamma, beta, mean=self.moving_mean, variance=self.moving_variance,
+                epsilon=self.epsilon, is_training=False,
+            )  # fmt: skip
+            return outputs
+        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            inputs, gamma, beta, epsilon=self.epsilon, is_training=True
+        )
+        self.moving_mean.assign(self.momentum * self.moving_mean + (1.0 - self.momentum) * mean)
+        self.moving_variance.assign(
+            self.momentum * self.moving_variance + (1.0 - self.momentum) * variance
+        )
+        return outputs

@@ -1,0 +1,67 @@
+import math
+
+import numpy as np
+import pytest
+
+import t2igan  # noqa: F401
+from t2igan import losses
+
+
+def softplus(x):
+    return math.log1p(math.exp(x))
+
+
+def test_bce_discriminator_terms_on_known_logits():
+    real, fake, wrong = np.array([[2.0], [0.0]]), np.array([[-1.0], [1.0]]), np.array([[0.5], [0.5]])
+    terms = losses.discriminator_loss(real, fake, wrong, kind="bce", wrong_weight=0.5)
+    expected_real = (softplus(-2.0) + softplus(0.0)) / 2  # -log sigmoid(x)
+    expected_fake = (softplus(-1.0) + softplus(1.0)) / 2  # -log(1 - sigmoid(x))
+    expected_wrong = softplus(0.5)
+    assert float(terms["d/real"]) == pytest.approx(expected_real, rel=1e-6)
+    assert float(terms["d/fake"]) == pytest.approx(expected_fake, rel=1e-6)
+    assert float(terms["d/wrong"]) == pytest.approx(expected_wrong, rel=1e-6)
+    total = expected_real + 0.5 * expected_fake + 0.5 * expected_wrong
+    assert float(terms["d/total"]) == pytest.approx(total, rel=1e-6)
+
+
+def test_label_smoothing_changes_only_the_real_term():
+    real = np.array([3.0])
+    plain = losses.discriminator_loss(real, real * 0, real * 0, kind="bce")
+    smoothed = losses.discriminator_loss(real, real * 0, real * 0, kind="bce", real_label=0.9)
+    # BCE with target 0.9: -(0.9 log s(x) + 0.1 log(1 - s(x))) = softplus(x) - 0.9 x
+    assert float(smoothed["d/real"]) == pytest.approx(softplus(3.0) - 2.7, rel=1e-6)
+    assert float(smoothed["d/fake"]) == float(plain["d/fake"])
+
+
+def test_hinge_terms_on_known_logits():
+    terms = losses.discriminator_loss(
+        np.array([0.5, 2.0]), np.array([-2.0, 0.0]), np.array([1.0, -1.0]), kind="hinge", wrong_weight=0.25
+    )
+    assert float(terms["d/real"]) == pytest.approx(0.25)  # relu(1 - x): 0.5, 0
+    assert float(terms["d/fake"]) == pytest.approx(0.5)  # relu(1 + x): 0, 1
+    assert float(terms["d/wrong"]) == pytest.approx(1.0)  # 2, 0
+    assert float(terms["d/total"]) == pytest.approx(0.25 + 0.75 * 0.5 + 0.25 * 1.0)
+    generator = losses.generator_loss(np.array([1.0, 3.0]), np.zeros(2), np.zeros(2), kind="hinge")
+    assert float(generator["g/adv"]) == pytest.approx(-2.0)
+
+
+def test_kl_divergence_closed_form():
+    assert float(losses.kl_divergence(np.zeros((2, 4)), np.zeros((2, 4)))) == pytest.approx(0.0)
+    mu, log_sigma = np.array([[1.0, 0.0]]), np.array([[0.0, math.log(2.0)]])
+    # Per dimension: 0.5 (mu^2 + sigma^2 - 1) - log sigma; averaged over the two.
+    expected = (0.5 * 1.0 + (0.5 * 3.0 - math.log(2.0))) / 2
+    assert float(losses.kl_divergence(mu, log_sigma)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_generator_total_weights_the_kl_term():
+    fake = np.array([0.0, 0.0])
+    mu, log_sigma = np.ones((2, 3)), np.zeros((2, 3))
+    terms = losses.generator_loss(fake, mu, log_sigma, kind="bce", kl_weight=2.0)
+    assert float(terms["g/adv"]) == pytest.approx(math.log(2.0))
+    assert float(terms["g/kl"]) == pytest.approx(0.5)
+    assert float(terms["g/total"]) == pytest.approx(math.log(2.0) + 1.0)
+
+
+def test_unknown_kind_is_refused():
+    with pytest.raises(ValueError, match="wasserstein"):
+        losses.discriminator_loss(np.zeros(1), np.zeros(1), np.zeros(1), kind="wasserstein")

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+
+import t2igan  # noqa: F401  (pins the Keras backend)
+from t2igan.models import build_discriminator, build_generator
+from t2igan.models.blocks import BatchNorm, ConditioningAugmentation
+
+
+def non_trainable(model) -> int:
+    return sum(int(np.prod(weight.shape)) for weight in model.non_trainable_weights)
+
+
+def test_generator_has_the_seed_parameter_counts():
+    generator = build_generator()
+    assert generator.count_params() == 14_980_800
+    assert non_trainable(generator) == 1_920
+    per_layer = {layer.name: layer.count_params() for layer in generator.layers}
+    assert per_layer["conditioning"] == 98_560
+    assert per_layer["project"] == 3_735_552
+    convolution_and_norm = [per_layer[f"up{i}"] + per_layer[f"up{i}_norm"] for i in range(1, 5)]
+    assert convolution_and_norm == [8_390_656, 2_098_176, 524_800, 131_328]
+    assert per_layer["to_rgb"] == 1_728
+
+
+def test_discriminator_has_the_seed_parameter_counts():
+    discriminator = build_discriminator(dropout=0.5)
+    assert discriminator.count_params() == 3_195_905
+    assert non_trainable(discriminator) == 2_944
+    tower = discriminator.image_encoder.layers
+    convolution_and_norm = [
+        tower[i].count_params() + tower[i + 1].count_params() for i in range(0, len(tower), 3)
+    ]
+    assert convolution_and_norm == [3_328, 131_584, 525_312, 2_099_200]
+    assert discriminator.conditioning.count_params() == 98_560
+    joint = {layer.name: layer.count_params() for layer in discriminator.joint.layers}
+    assert (joint["joint"], joint["joint_norm"], joint["logit"]) == (327_680, 2_048, 8_193)
+
+
+def test_shapes_and_ranges():
+    generator = build_generator(width=0.125)
+    noise = np.random.default_rng(0).standard_normal((3, 100)).astype("float32")
+    text = np.random.default_rng(1).standard_normal((3, 384)).astype("float32")
+    images, mu, log_sigma = generator([noise, text], training=False)
+    assert images.shape == (3, 64, 64, 3) and mu.shape == log_sigma.shape == (3, 128)
+    assert float(np.max(np.abs(images))) <= 1.0
+    discriminator = build_discriminator(width=0.125)
+    features = discriminator.encode(images)
+    assert features.shape == (3, 4, 4, 64)
+    assert discriminator.judge(features, text).shape == (3, 1)
+
+
+def test_width_scales_channels_but_keeps_topology():
+    narrow, full = build_generator(width=0.25), build_generator()
+    assert [type(layer) for layer in narrow.layers] == [type(layer) for layer in full.layers]
+    assert narrow.get_layer("up1").filters == 128 and full.get_layer("up1").filters == 512
+    assert build_discriminator(width=0.25).image_encoder.layers[0].filters == 16
+
+
+def test_conditioning_augmentation_samples_in_training_only():
+    layer = ConditioningAugmentation(8, seed=0)
+    text = np.ones((4, 16), "float32")
+    condition, mu, _ = layer(text, training=False)
+    np.testing.assert_array_equal(condition, mu)
+    sampled, mu, _ = layer(text, training=True)
+    assert not np.allclose(sampled, mu)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_batch_norm_matches_keras(training):
+    import keras
+
+    x = np.random.default_rng(0).normal(2.0, 3.0, (8, 5, 5, 6)).astype("float32")
+    ours, reference = BatchNorm(momentum=0.9), keras.layers.BatchNormalization(momentum=0.9)
+    ours.build(x.shape)
+    reference.build(x.shape)
+    for layer in (ours, reference):
+        layer.moving_mean.assign(np.full(6, 0.5, "float32"))
+        layer.moving_variance.assign(np.full(6, 4.0, "float32"))
+    np.testing.assert_allclose(ours(x, training=training), reference(x, training=training), atol=1e-4)
+    np.testing.assert_allclose(ours.moving_mean, reference.moving_mean, atol=1e-5)
+    # TensorFlow's fused op updates the moving variance with the unbiased batch variance.
+    np.testing.assert_allclose(ours.moving_variance, reference.moving_variance, rtol=0.05)
