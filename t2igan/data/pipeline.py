@@ -1,0 +1,51 @@
+"""The training input pipeline: in-memory images and caption embeddings -> batches.
+
+Batch k is a pure function of (seed, k): epochs are stateless permutations and the caption of
+each image is drawn with a stateless RNG, so a resumed run sees exactly the batches the
+uninterrupted run would have seen.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+
+def training_batches(
+    images: np.ndarray,
+    caption_embeddings: np.ndarray,
+    *,
+    batch_size: int,
+    seed: int,
+    start_step: int = 0,
+) -> tf.data.Dataset:
+    """An endless dataset of `(real_images, text_embeddings)` from step `start_step` on.
+
+    `images` (N, S, S, 3) uint8, `caption_embeddings` (N, C, D): C captions per image. Yields
+    real_images (B, S, S, 3) float32 in [-1, 1] and text_embeddings (B, D) float32, one random
+    caption per image. Each epoch is a fresh permutation of the N images; the last N mod B
+    images of a permutation wait for the next one.
+    """
+    num_images, captions_per_image = caption_embeddings.shape[:2]
+    if num_images < batch_size:
+        raise ValueError(f"batch size {batch_size} is larger than the dataset ({num_images} images)")
+    steps_per_epoch = num_images // batch_size
+    images = tf.constant(images)
+    caption_embeddings = tf.constant(caption_embeddings, dtype=tf.float32)
+
+    def batch_at(step):
+        epoch = step // steps_per_epoch
+        position = step % steps_per_epoch
+        order = tf.argsort(tf.random.stateless_uniform([num_images], seed=tf.stack([seed, epoch])))
+        order = tf.cast(order, tf.int64)
+        indices = order[position * batch_size : (position + 1) * batch_size]
+        caption_choice = tf.random.stateless_uniform(
+            [batch_size], seed=tf.stack([seed + 1, step]), maxval=captions_per_image, dtype=tf.int64
+        )
+        real_images = tf.cast(tf.gather(images, indices), tf.float32) / 127.5 - 1.0
+        text_embeddings = tf.gather_nd(
+            caption_embeddings, tf.stack([indices, caption_choice], axis=-1)
+        )
+        return real_images, text_embeddings
+
+    seed = tf.constant(seed, tf.int64)
+    steps = tf.data.Dataset.counter(start=start_step, dtype=tf.int64)
+    return steps.map(batch_at, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

