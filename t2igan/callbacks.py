@@ -1,0 +1,167 @@
+"""Keras callbacks that watch a TextToImageGAN train: progress, metrics, samples, checkpoints.
+
+They only read what the training step produces and pass it on; the step does not know they
+exist. Each acts every `every` steps of the run's global step (the generator update count,
+which survives a resume).
+"""
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+from tqdm.auto import tqdm
+
+from t2igan.errors import UserError
+from t2igan.images import image_grid, save_png, to_uint8
+
+PROGRESS_KEYS = ("d/total", "g/total", "d_score/real", "d_score/fake", "d_score/wrong")
+
+
+class TrainingFailed(UserError):
+    """Training stopped because it cannot recover (non-finite losses)."""
+
+
+class _EveryN(keras.callbacks.Callback):
+    def __init__(self, every: int):
+        super().__init__()
+        self.every = every
+        self.last_step = None
+
+    def on_train_begin(self, logs=None):
+        self.last_step = self.model.step
+
+    def due(self) -> int | None:
+        """The global step if an interval boundary was crossed since the last action."""
+        step = self.model.step
+        if step // self.every > self.last_step // self.every:
+            self.last_step = step
+            return step
+        return None
+
+
+class MetricLogger(_EveryN):
+    """Every `every` steps: interval means of the GAN's metrics plus images/s to the tracker.
+
+    Resets the GAN's running means afterwards, so each logged value covers one interval.
+    Non-finite losses end training with `TrainingFailed`. `latest` holds the last values.
+    """
+
+    def __init__(self, tracker, every: int, batch_size: int):
+        super().__init__(every)
+        self.tracker = tracker
+        self.batch_size = batch_size
+        self.latest: dict[str, float] = {}
+        self.failure: str | None = None
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._clock = (time.perf_counter(), self.model.step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.due()
+        if step is None:
+            return
+        values = {name: float(value) for name, value in (logs or {}).items()}
+        started, start_step = self._clock
+        now = time.perf_counter()
+        values["perf/images_per_second"] = (step - start_step) * self.batch_size / (now - started)
+        self._clock = (now, step)
+        self.latest = values
+        bad = [name for name, value in values.items() if not math.isfinite(value)]
+        if bad:
+            self.failure = f"non-finite {', '.join(bad)} at step {step}"
+            self.model.stop_training = True
+        self.tracker.log_metrics(values, step=step)
+        for metric in self.model.metrics:
+            metric.reset_state()
+
+
+class ProgressBar(keras.callbacks.Callback):
+    """A tqdm bar over the run's steps with images/s, ETA and the latest losses."""
+
+    def __init__(self, total_steps: int, batch_size: int, enabled: bool = True):
+        super().__init__()
+        self.total_steps = total_steps
+        self.batch_size = batch_size
+        self.enabled = enabled
+
+    def on_train_begin(self, logs=None):
+        self.bar = tqdm(
+            total=self.total_steps, initial=self.model.step, unit="step", disable=not self.enabled,
+            dynamic_ncols=True, desc="train",
+        )  # fmt: skip
+        self._postfix_time = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.model.step
+        self.bar.update(step - self.bar.n)
+        now = time.monotonic()
+        if logs and now - self._postfix_time > 1.0:  # reading values syncs; once a second is plenty
+            self._postfix_time = now
+            rate = self.bar.format_dict.get("rate") or 0.0
+            postfix = {"img/s": f"{rate * self.batch_size:.0f}"}
+            postfix.update({key.split("/")[-1] if key.startswith("d_score") else key: f"{float(logs[key]):.3f}"
+                            for key in PROGRESS_KEYS if key in logs})  # fmt: skip
+            self.bar.set_postfix(postfix, refresh=False)
+
+    def on_train_end(self, logs=None):
+        self.bar.close()
+
+
+class SampleGrid(_EveryN):
+    """Every `every` steps and at the end: a grid of fixed captions x fixed noise from the EMA G.
+
+    `text_embeddings` (R, T) and `noise` (C, Z) stay fixed for the whole run, so grids at
+    different steps compare like with like. Saved as `<folder>/step_XXXXXXX.png` and logged
+    to the tracker as image `samples` at that step.
+    """
+
+    def __init__(self, tracker, every: int, folder: str | Path, captions: list[str],
+                 text_embeddings: np.ndarray, noise: np.ndarray):
+        super().__init__(every)
+        self.tracker = tracker
+        self.folder = Path(folder)
+        self.captions = captions
+        rows, columns = len(captions), len(noise)
+        self.text_embeddings = np.repeat(text_embeddings, columns, axis=0).astype(np.float32)
+        self.noise = np.tile(noise, (rows, 1)).astype(np.float32)
+        self.shape = (rows, columns)
+        self.last_path: Path | None = None
+
+    def render(self) -> np.ndarray:
+        images = to_uint8(self.model.generate(self.noise, self.text_embeddings))
+        return image_grid(images.reshape(*self.shape, *images.shape[1:]), self.captions)
+
+    def write(self, step: int) -> None:
+        picture = self.render()
+        self.last_path = save_png(self.folder / f"step_{step:07d}.png", picture)
+        self.tracker.log_image(picture, key="samples", step=step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.due()
+        if step is not None:
+            self.write(step)
+
+    def on_train_end(self, logs=None):
+        if self.model.step != self.last_step:
+            self.write(self.model.step)
+
+
+class Checkpointer(_EveryN):
+    """Every `every` steps and at the end: `save(step)` (the caller decides what and where)."""
+
+    def __init__(self, every: int, save: Callable[[int], None]):
+        super().__init__(every)
+        self.save = save
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.due()
+        if step is not None:
+            self.save(step)
+
+    def on_train_end(self, logs=None):
+        if self.model.step != self.last_step:
+            self.save(self.model.step)

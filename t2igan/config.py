@@ -1,0 +1,165 @@
+"""Start-of-run validation of the composed config: every problem, one line each.
+
+Hydra already refuses unknown group options and overrides of unknown keys; this catches
+what it cannot: typos inside YAML files and presets, wrong types and impossible values.
+"""
+
+from collections.abc import Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from t2igan.errors import UserError
+from t2igan.losses import LOSS_KINDS
+from t2igan.models.discriminator import AUGMENTATIONS
+
+
+class ConfigError(UserError):
+    """The config cannot run; the message has one line per problem."""
+
+
+def _integer(minimum: int) -> Callable:
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            return f"must be an integer >= {minimum}"
+
+    return check
+
+
+def _number(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Callable:
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "must be a number"
+        if value < low or value > high or (low_open and value == low) or (high_open and value == high):
+            left, right = "(" if low_open else "[", ")" if high_open else "]"
+            return f"must be in {left}{low}, {high}{right}"
+
+    return check
+
+
+def _choice(*options) -> Callable:
+    def check(value):
+        if value not in options:
+            return f"must be one of {list(options)}"
+
+    return check
+
+
+def _text(value):
+    if not isinstance(value, str) or not value:
+        return "must be a non-empty string"
+
+
+def _optional_text(value):
+    if value is not None and (not isinstance(value, str) or not value):
+        return "must be null or a non-empty string"
+
+
+def _boolean(value):
+    if not isinstance(value, bool):
+        return "must be true or false"
+
+
+def _image_size(value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 8 or value & (value - 1):
+        return "must be a power of two >= 8 (the generator doubles a 4x4 map)"
+
+
+def _augmentations(value):
+    if not isinstance(value, list) or any(name not in AUGMENTATIONS for name in value):
+        return f"must be a list drawn from {list(AUGMENTATIONS)}"
+
+
+POSITIVE = _integer(1)
+RATE = _number(0.0, 1.0, high_open=True)
+LEARNING_RATE = _number(0.0, 1.0, low_open=True)
+
+SCHEMA: dict[str, dict[str, Callable]] = {
+    "paths": {"root": _text, "cache": _text, "runs": _text},
+    "data": {
+        "name": _choice("toybirds"), "num_train": POSITIVE, "num_test": POSITIVE,
+        "image_size": _image_size, "captions_per_image": POSITIVE,
+        "heldout_fraction": _number(0.0, 1.0, low_open=True, high_open=True), "seed": _integer(0),
+    },
+    "text": {
+        "model": _optional_text, "dim": POSITIVE, "batch_size": POSITIVE, "device": _text,
+        "offline": _boolean, "cache_dir": _text,
+    },
+    "model": {
+        "name": _text, "image_size": _image_size, "noise_dim": POSITIVE, "condition_dim": POSITIVE,
+        "text_dim": POSITIVE, "width": _number(0.0, 16.0, low_open=True),
+        "generator_channels": POSITIVE, "discriminator_channels": POSITIVE,
+        "dropout": RATE, "augment": _augmentations,
+    },
+    "optim": {
+        "name": _text, "g_lr": LEARNING_RATE, "d_lr": LEARNING_RATE,
+        "beta_1": RATE, "beta_2": RATE,
+    },
+    "balance": {
+        "name": _text, "loss": _choice(*LOSS_KINDS), "kl_weight": _number(0.0, 1e6),
+        "wrong_weight": _number(0.0, 1.0), "real_label": _number(0.0, 1.0, low_open=True),
+        "ema_decay": RATE,
+    },
+    "trainer": {
+        "steps": POSITIVE, "batch_size": _integer(2), "log_every": POSITIVE,
+        "sample_every": POSITIVE, "checkpoint_every": POSITIVE, "sample_captions": POSITIVE,
+        "sample_noises": POSITIVE, "steps_per_execution": POSITIVE,
+        "precision": _choice("float32", "mixed_bfloat16"), "jit_compile": _boolean,
+        "run_name": _optional_text, "resume": _boolean, "objective": _text, "progress": _boolean,
+    },
+    "tracking": {
+        "enabled": _boolean, "uri": _optional_text, "experiment": _text, "log_checkpoint": _boolean,
+    },
+}  # fmt: skip
+TOP_LEVEL = {"seed": _integer(0)}
+
+
+def problems(cfg: DictConfig) -> list[str]:
+    """Everything wrong with `cfg`, as `key: what is wrong` lines; empty if it can run."""
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as error:  # an interpolation that cannot resolve
+        return [f"config does not resolve: {error}".splitlines()[0]]
+    found = []
+    known = set(SCHEMA) | set(TOP_LEVEL) | {"experiment", "hydra"}
+    found += [f"{key}: unknown top-level key" for key in config if key not in known]
+    for key, check in TOP_LEVEL.items():
+        if (message := check(config.get(key))) is not None:
+            found.append(f"{key}: {message} (got {config.get(key)!r})")
+    for section, checks in SCHEMA.items():
+        values = config.get(section)
+        if not isinstance(values, dict):
+            found.append(f"{section}: missing config group")
+            continue
+        for key in values.keys() - checks.keys():
+            found.append(f"{section}.{key}: unknown key (known: {', '.join(sorted(checks))})")
+        for key, check in checks.items():
+            if key not in values:
+                found.append(f"{section}.{key}: missing")
+            elif (message := check(values[key])) is not None:
+                found.append(f"{section}.{key}: {message} (got {values[key]!r})")
+    found += _cross_checks(config)
+    return found
+
+
+def _cross_checks(config: dict) -> list[str]:
+    found = []
+    model, data, trainer = config.get("model", {}), config.get("data", {}), config.get("trainer", {})
+    if model.get("image_size") != data.get("image_size"):
+        found.append(
+            f"model.image_size ({model.get('image_size')}) must equal data.image_size "
+            f"({data.get('image_size')})"
+        )
+    if model.get("text_dim") != config.get("text", {}).get("dim"):
+        found.append("model.text_dim must equal text.dim")
+    batch_size = trainer.get("batch_size")
+    if isinstance(batch_size, int) and isinstance(data.get("num_train"), int):
+        if batch_size > data["num_train"]:
+            found.append(f"trainer.batch_size ({batch_size}) exceeds data.num_train ({data['num_train']})")
+    return found
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise `ConfigError` listing every problem of `cfg`, or return if there is none."""
+    found = problems(cfg)
+    if found:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(found))

@@ -1,0 +1,71 @@
+"""A run's folder: where its checkpoint, sample grids, resolved config and identity live.
+
+The folder name is fixed by the config (see `run_name`), so re-running the same command after
+a crash finds the same folder, the same checkpoint and the same MLflow run.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from t2igan.io import atomic_write_text
+
+# Keys that change how long or how visibly a run trains, not what it trains: a re-run that
+# changes only these (e.g. more steps) continues the same run.
+NOT_IDENTITY = {
+    "paths", "tracking", "hydra",
+    "trainer.steps", "trainer.log_every", "trainer.sample_every", "trainer.checkpoint_every",
+    "trainer.sample_captions", "trainer.sample_noises", "trainer.steps_per_execution",
+    "trainer.run_name", "trainer.resume", "trainer.objective", "trainer.progress",
+    "text.batch_size", "text.device", "text.cache_dir",
+}  # fmt: skip
+
+
+def _identity(config: dict, prefix: str = "") -> dict:
+    kept = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if name in NOT_IDENTITY:
+            continue
+        kept[key] = _identity(value, f"{name}.") if isinstance(value, dict) else value
+    return kept
+
+
+def run_name(config: dict) -> str:
+    """`trainer.run_name`, or `<model>-<data>-<8 hex of the config that defines the run>`."""
+    if config["trainer"].get("run_name"):
+        return config["trainer"]["run_name"]
+    digest = hashlib.sha1(json.dumps(_identity(config), sort_keys=True).encode()).hexdigest()
+    return f"{config['model']['name']}-{config['data']['name']}-{digest[:8]}"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    path: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoint.npz"
+
+    @property
+    def samples(self) -> Path:
+        return self.path / "samples"
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def state_file(self) -> Path:
+        return self.path / "run.json"
+
+    def read_state(self) -> dict:
+        """What an earlier invocation recorded (the MLflow run id), or {} for a new run."""
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def write_state(self, **state) -> None:
+        atomic_write_text(self.state_file, json.dumps(state, indent=2))

@@ -1,0 +1,88 @@
+"""`python -m t2igan.train [overrides]`: train a text-to-image GAN from the composed config.
+
+The composition root and the only module that reads the Hydra config: it validates it, turns
+each group into objects built from plain arguments, and hands them to `t2igan.trainer.fit`.
+`train(cfg)` returns the objective, so a sweep optimises exactly what a single run reports.
+"""
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from t2igan.errors import UserError
+
+
+def _absolute_paths(config: dict) -> None:
+    # Hydra may change the working directory of a job; everything is anchored here, once.
+    for key in ("root", "cache", "runs"):
+        config["paths"][key] = str(Path(config["paths"][key]).resolve())
+    config["text"]["cache_dir"] = str(Path(config["text"]["cache_dir"]).resolve())
+
+
+def _without_name(group: dict) -> dict:
+    return {key: value for key, value in group.items() if key != "name"}
+
+
+def train(cfg: DictConfig) -> float:
+    """Train the run `cfg` describes (resuming it if it has a checkpoint); return the objective."""
+    import keras
+
+    from t2igan import trainer
+    from t2igan.config import validate
+    from t2igan.data.datasets import load_dataset
+    from t2igan.gan import build_gan
+    from t2igan.runs import RunFolder, run_name
+    from t2igan.text.encoder import CaptionEmbedder
+    from t2igan.tracking import make_tracker
+
+    validate(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    _absolute_paths(config)
+    data, text, model, balance, optim, run = (config[key] for key in
+                                              ("data", "text", "model", "balance", "optim", "trainer"))  # fmt: skip
+    keras.mixed_precision.set_global_policy(run["precision"])
+    keras.utils.set_random_seed(config["seed"])
+
+    splits = load_dataset(**data, cache_dir=Path(config["paths"]["cache"]) / "data")
+    embedder = CaptionEmbedder(**text, show_progress=run["progress"])
+    name = run_name(config)
+    folder = RunFolder(Path(config["paths"]["runs"]) / name)
+    gan = build_gan(
+        **_without_name(model), **_without_name(balance), **_without_name(optim),
+        seed=config["seed"], jit_compile=run["jit_compile"],
+        steps_per_execution=run["steps_per_execution"],
+    )  # fmt: skip
+    tracker = make_tracker(**config["tracking"], root=config["paths"]["root"], run_name=name,
+                           run_id=folder.read_state().get("mlflow_run_id") if run["resume"] else None)  # fmt: skip
+    return trainer.fit(
+        gan,
+        train_split=splits["train"],
+        sample_split=splits["test"],
+        embedder=embedder,
+        folder=folder,
+        tracker=tracker,
+        config=config,
+        seed=config["seed"],
+        **{key: run[key] for key in trainer.FIT_OPTIONS},
+        log_checkpoint=config["tracking"]["log_checkpoint"],
+    )
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    try:
+        return train(cfg)
+    except UserError as error:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # a sweep records the failed trial and goes on
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

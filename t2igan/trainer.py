@@ -1,0 +1,119 @@
+"""The training schedule of one run: resume, fit with callbacks, checkpoint, report.
+
+`fit` takes built objects and plain values; the loss maths lives in `t2igan.losses` and the
+update rule in `TextToImageGAN.train_step`.
+"""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from t2igan.callbacks import Checkpointer, MetricLogger, ProgressBar, SampleGrid, TrainingFailed
+from t2igan.checkpoint import read_header, restore_checkpoint, save_checkpoint
+from t2igan.data.pipeline import training_batches
+from t2igan.io import atomic_write_text
+from t2igan.tracking import flatten, git_commit
+
+FIT_OPTIONS = (
+    "steps", "batch_size", "log_every", "sample_every", "checkpoint_every",
+    "sample_captions", "sample_noises", "resume", "objective", "progress",
+)  # fmt: skip
+
+
+def _embed_splits(embedder, train_split, sample_split, sample_captions: int):
+    captions = [caption for image_captions in train_split.captions for caption in image_captions]
+    # The grid's rows: the first caption of each of the first test images.
+    grid_captions = [image_captions[0] for image_captions in sample_split.captions[:sample_captions]]
+    vectors = embedder.embed(captions + grid_captions)
+    train_embeddings = vectors[: len(captions)].reshape(len(train_split), -1, vectors.shape[-1])
+    return train_embeddings, grid_captions, vectors[len(captions) :]
+
+
+def fit(
+    gan,
+    *,
+    train_split,
+    sample_split,
+    embedder,
+    folder,
+    tracker,
+    config: dict,
+    seed: int,
+    steps: int,
+    batch_size: int,
+    log_every: int,
+    sample_every: int,
+    checkpoint_every: int,
+    sample_captions: int,
+    sample_noises: int,
+    resume: bool,
+    objective: str,
+    progress: bool,
+    log_checkpoint: bool,
+) -> float:
+    """Train `gan` to `steps` generator updates in `folder`, resuming from its checkpoint.
+
+    `config` is the resolved config, recorded with the run (folder, tracker, checkpoint).
+    Returns the interval mean of metric `objective` at the last log (NaN if training failed
+    to produce it).
+    """
+    if resume and folder.checkpoint.exists():
+        header = restore_checkpoint(folder.checkpoint, gan)
+        print(f"resuming {folder.path.name} at step {gan.step} from {folder.checkpoint}")
+    else:
+        header = {}
+    train_embeddings, grid_captions, grid_embeddings = _embed_splits(
+        embedder, train_split, sample_split, sample_captions
+    )
+    if not tracker.resumed:
+        # MLflow params are write-once; a resumed run keeps those of its first invocation.
+        tracker.log_params(flatten(config))
+        commit = git_commit(Path(__file__).parent) or "unknown"
+        tracker.set_tags({"mlflow.source.git.commit": commit, "run_folder": str(folder.path)})
+    folder.path.mkdir(parents=True, exist_ok=True)
+    folder.write_state(mlflow_run_id=tracker.run_id)
+    atomic_write_text(folder.config, yaml.safe_dump(config, sort_keys=False))
+    tracker.log_artifact(folder.config)
+
+    logger = MetricLogger(tracker, log_every, batch_size)
+    logger.latest = dict(header.get("metrics", {}))
+
+    def save(step: int) -> None:
+        save_checkpoint(folder.checkpoint, gan, config=config, metrics=logger.latest,
+                        mlflow_run_id=tracker.run_id)  # fmt: skip
+
+    noise = np.random.default_rng(seed).standard_normal((sample_noises, gan.noise_dim))
+    status = "FAILED"
+    try:
+        if gan.step < steps:
+            gan.fit(
+                training_batches(train_split.images, train_embeddings, batch_size=batch_size,
+                                 seed=seed, start_step=gan.step),
+                epochs=1,
+                shuffle=False,
+                steps_per_epoch=steps - gan.step,
+                verbose=0,
+                callbacks=[
+                    ProgressBar(steps, batch_size, enabled=progress),
+                    logger,
+                    SampleGrid(tracker, sample_every, folder.samples, grid_captions, grid_embeddings, noise),
+                    Checkpointer(checkpoint_every, save),
+                ],
+            )  # fmt: skip
+        else:
+            print(f"{folder.path.name} is already trained to step {gan.step} (trainer.steps={steps})")
+        if logger.failure:
+            tracker.set_tags({"failure_reason": logger.failure})
+            raise TrainingFailed(f"training diverged: {logger.failure}")
+        if log_checkpoint:
+            tracker.log_artifact(folder.checkpoint)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.finish(status)
+    value = logger.latest.get(objective, math.nan)
+    return float(value)

@@ -1,0 +1,111 @@
+"""End to end: the command a user runs, and what they would look at afterwards."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from t2igan.checkpoint import read_header
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def command(*overrides):
+    return [sys.executable, "-m", "t2igan.train", "experiment=smoke", "trainer.progress=false", *overrides]
+
+
+def environment(root: Path) -> dict:
+    return {**os.environ, "T2IGAN_ROOT": str(root), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+
+
+def run(root: Path, *overrides) -> subprocess.CompletedProcess:
+    result = subprocess.run(command(*overrides), cwd=REPO, env=environment(root),
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def only_run_folder(root: Path) -> Path:
+    (folder,) = (root / "runs").iterdir()
+    return folder
+
+
+def mlflow_runs(root: Path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("t2igan")
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def test_a_run_records_everything_and_a_rerun_resumes_it(tmp_path):
+    run(tmp_path)
+    folder = only_run_folder(tmp_path)
+    assert read_header(folder / "checkpoint.npz")["step"] == 4
+    grid = np.asarray(Image.open(folder / "samples" / "step_0000004.png"))
+    assert grid.ndim == 3 and grid.shape[2] == 3 and grid.std() > 0
+    assert (folder / "config.yaml").read_text().startswith("seed: 0")
+
+    client, (mlflow_run,) = mlflow_runs(tmp_path)
+    assert mlflow_run.info.status == "FINISHED"
+    assert mlflow_run.data.params["model.width"] == "0.0625"
+    assert len(mlflow_run.data.tags["mlflow.source.git.commit"]) >= 7
+    history = client.get_metric_history(mlflow_run.info.run_id, "d/total")
+    assert [m.step for m in history] == [2, 4]
+    for name in ("d_score/real", "d_score/fake", "d_score/wrong", "g/kl", "grad_norm/g", "perf/images_per_second"):
+        assert name in mlflow_run.data.metrics, name
+    artifacts = {a.path for a in client.list_artifacts(mlflow_run.info.run_id)}
+    assert {"config.yaml", "checkpoint.npz"} <= artifacts
+
+    again = run(tmp_path, "trainer.steps=6")
+    assert "at step 4" in again.stdout
+    assert read_header(folder / "checkpoint.npz")["step"] == 6
+    client, (resumed,) = mlflow_runs(tmp_path)  # the same MLflow run, continued
+    assert resumed.info.run_id == mlflow_run.info.run_id and resumed.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(resumed.info.run_id, "d/total")] == [2, 4, 6]
+
+
+def test_kill_minus_nine_then_the_same_command_finishes_the_run(tmp_path):
+    overrides = ("trainer.steps=40", "trainer.checkpoint_every=2", "trainer.sample_every=1000")
+    process = subprocess.Popen(command(*overrides), cwd=REPO, env=environment(tmp_path),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    checkpoint = None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        found = list((tmp_path / "runs").glob("*/checkpoint.npz"))
+        if found and read_header(found[0])["step"] >= 4:
+            checkpoint = found[0]
+            break
+        time.sleep(0.2)
+    assert checkpoint is not None and process.poll() is None, "no checkpoint before the run ended"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = read_header(checkpoint)["step"]
+    assert 4 <= killed_at < 40
+
+    result = run(tmp_path, *overrides)
+    assert f"at step {killed_at}" in result.stdout
+    assert read_header(checkpoint)["step"] == 40
+    _, (mlflow_run,) = mlflow_runs(tmp_path)
+    assert mlflow_run.info.status == "FINISHED"
+
+
+def test_train_returns_the_objective(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    from t2igan.train import train
+
+    monkeypatch.setenv("T2IGAN_ROOT", str(tmp_path))
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=smoke", "tracking=off", "trainer.progress=false",
+                                           "trainer.objective=d/total"])  # fmt: skip
+    value = train(cfg)
+    assert isinstance(value, float) and np.isfinite(value) and value > 0
+    assert not (tmp_path / "mlflow.db").exists()
