@@ -4,11 +4,13 @@ Hydra already refuses unknown group options and overrides of unknown keys; this 
 what it cannot: typos inside YAML files and presets, wrong types and impossible values.
 """
 
+import math
 from collections.abc import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
 from t2igan.errors import UserError
+from t2igan.gan import METRIC_NAMES
 from t2igan.losses import LOSS_KINDS
 from t2igan.models.discriminator import AUGMENTATIONS
 
@@ -27,7 +29,7 @@ def _integer(minimum: int) -> Callable:
 
 def _number(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Callable:
     def check(value):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
             return "must be a number"
         if value < low or value > high or (low_open and value == low) or (high_open and value == high):
             left, right = "(" if low_open else "[", ")" if high_open else "]"
@@ -69,6 +71,8 @@ def _augmentations(value):
         return f"must be a list drawn from {list(AUGMENTATIONS)}"
 
 
+# What train() can return: a training metric, averaged over the last log interval.
+OBJECTIVES = (*METRIC_NAMES, "perf/images_per_second")
 POSITIVE = _integer(1)
 RATE = _number(0.0, 1.0, high_open=True)
 LEARNING_RATE = _number(0.0, 1.0, low_open=True)
@@ -151,6 +155,11 @@ def _cross_checks(config: dict) -> list[str]:
         )
     if model.get("text_dim") != config.get("text", {}).get("dim"):
         found.append("model.text_dim must equal text.dim")
+    if trainer.get("objective") not in OBJECTIVES:
+        found.append(
+            f"trainer.objective: unknown metric {trainer.get('objective')!r} "
+            f"(known: {', '.join(OBJECTIVES)})"
+        )
     batch_size = trainer.get("batch_size")
     if isinstance(batch_size, int) and isinstance(data.get("num_train"), int):
         if batch_size > data["num_train"]:

@@ -64,7 +64,8 @@ class BatchNorm(layers.BatchNormalization):
     Same weights, arguments and maths as `keras.layers.BatchNormalization` (so parameter
     counts and checkpoints are unchanged), but Keras 3 composes the normalisation from
     separate moments and arithmetic ops, which is about 3x slower forward and backward on
-    CPU than the single fused TensorFlow op. Falls back to Keras for anything but 4-D input
+    CPU than the single fused TensorFlow op. (TensorFlow updates the moving variance with the
+    unbiased batch variance, Keras with the biased one.) Falls back to Keras for anything but 4-D input
     normalised over the last axis.
     """
 
@@ -75,17 +76,20 @@ class BatchNorm(layers.BatchNormalization):
 
         gamma = self.gamma if self.scale else ops.ones_like(self.moving_mean)
         beta = self.beta if self.center else ops.zeros_like(self.moving_mean)
+        # Viewed as one (1, B*H*W, 1, C) map: same statistics, but oneDNN picks a kernel that is
+        # up to 5x faster for few channels at high resolution (16 channels at 64x64).
+        flat = ops.reshape(inputs, (1, -1, 1, inputs.shape[-1]))
         if not training or self.trainable is False:
             outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                inputs, gamma, beta, mean=self.moving_mean, variance=self.moving_variance,
+                flat, gamma, beta, mean=self.moving_mean, variance=self.moving_variance,
                 epsilon=self.epsilon, is_training=False,
             )  # fmt: skip
-            return outputs
+            return ops.reshape(outputs, ops.shape(inputs))
         outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            inputs, gamma, beta, epsilon=self.epsilon, is_training=True
+            flat, gamma, beta, epsilon=self.epsilon, is_training=True
         )
         self.moving_mean.assign(self.momentum * self.moving_mean + (1.0 - self.momentum) * mean)
         self.moving_variance.assign(
             self.momentum * self.moving_variance + (1.0 - self.momentum) * variance
         )
-        return outputs
+        return ops.reshape(outputs, ops.shape(inputs))

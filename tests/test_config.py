@@ -1,0 +1,244 @@
+"""Tests for the Hydra config: every group option composes, validates and builds; bad values
+are reported one line each; the command line refuses them before writing anything."""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import hydra
+import numpy as np
+import pytest
+from omegaconf import OmegaConf, open_dict
+
+from t2igan.config import ConfigError, problems, validate
+from t2igan.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF = REPO_ROOT / "conf"
+EXPECTED_GROUPS = {"data", "text", "model", "optim", "balance", "trainer", "tracking", "experiment",
+                   "paths"}  # fmt: skip
+TINY_WIDTH = 0.0625  # keeps a built GAN at a few thousand parameters per layer
+
+
+def _group_options() -> list[tuple[str, str]]:
+    """Every (group, option) under conf/, found on disk so a new option is tested unasked."""
+    return [
+        (group.name, option.stem)
+        for group in sorted(path for path in CONF.iterdir() if path.is_dir())
+        for option in sorted(group.glob("*.yaml"))
+    ]
+
+
+GROUP_OPTIONS = _group_options()
+BUILD_OPTIONS = [(group, option) for group, option in GROUP_OPTIONS
+                 if group in ("model", "balance", "optim")]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _environment(monkeypatch, tmp_path):
+    # paths.root and tracking.uri read the environment; pin both so results do not depend on it.
+    monkeypatch.setenv("T2IGAN_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="module")
+def compose():
+    """`compose(*overrides)` -> the composed config, as `python -m t2igan.train` would see it."""
+    with hydra.initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+
+        def _compose(*overrides: str, hydra_config: bool = False):
+            return hydra.compose("config", overrides=list(overrides),
+                                 return_hydra_config=hydra_config)  # fmt: skip
+
+        yield _compose
+
+
+def _without_name(group: dict) -> dict:
+    return {key: value for key, value in group.items() if key != "name"}
+
+
+# ----------------------------------------------------------------------------- composition
+
+
+def test_every_config_group_is_discovered():
+    groups = {group for group, _ in GROUP_OPTIONS}
+    assert EXPECTED_GROUPS <= groups
+    assert {"model", "balance", "optim"} == {group for group, _ in BUILD_OPTIONS}
+
+
+def test_default_config_has_no_problems(compose):
+    cfg = compose()
+    assert problems(cfg) == []
+    validate(cfg)  # must not raise
+
+
+@pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
+def test_every_group_option_composes_without_problems(compose, group, option):
+    choices = compose(f"{group}={option}", hydra_config=True).hydra.runtime.choices
+    assert choices[group] == option  # the override really selected this file
+
+    cfg = compose(f"{group}={option}")
+    assert problems(cfg) == []
+    if group != "experiment":  # experiments are `@package _global_` presets
+        assert isinstance(OmegaConf.to_container(cfg[group], resolve=True), dict)
+
+
+@pytest.mark.parametrize(("group", "option"), BUILD_OPTIONS, ids=[f"{g}={o}" for g, o in BUILD_OPTIONS])
+def test_model_balance_and_optim_options_build_a_gan(compose, group, option):
+    from t2igan.gan import build_gan
+
+    cfg = compose(f"{group}={option}", f"model.width={TINY_WIDTH}")
+    assert problems(cfg) == []
+    config = OmegaConf.to_container(cfg, resolve=True)
+    model, balance, optim = config["model"], config["balance"], config["optim"]
+    gan = build_gan(**_without_name(model), **_without_name(balance), **_without_name(optim),
+                    seed=config["seed"])  # fmt: skip
+
+    size, batch = model["image_size"], 2
+    noise = np.random.default_rng(0).standard_normal((batch, model["noise_dim"])).astype("float32")
+    text_embeddings = np.zeros((batch, model["text_dim"]), "float32")
+    images = np.asarray(gan.generate(noise, text_embeddings))
+    assert images.shape == (batch, size, size, 3)  # (2, 64, 64, 3) for the seed network
+    assert np.all(np.abs(images) <= 1.0)
+    logits = gan.discriminator((images, text_embeddings))
+    assert tuple(logits.shape) == (batch, 1)
+
+    # The group's values reached the objects, not constructor defaults.
+    assert gan.loss_kind == balance["loss"]
+    assert (gan.kl_weight, gan.wrong_weight) == (balance["kl_weight"], balance["wrong_weight"])
+    assert (gan.real_label, gan.ema_decay) == (balance["real_label"], balance["ema_decay"])
+    for optimizer, rate in ((gan.g_optimizer, optim["g_lr"]), (gan.d_optimizer, optim["d_lr"])):
+        assert math.isclose(float(optimizer.learning_rate), rate, rel_tol=1e-6)
+        assert (optimizer.beta_1, optimizer.beta_2) == (optim["beta_1"], optim["beta_2"])
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["+model.widht=0.5"], "model.widht"),
+        (["trainer.steps=abc"], "trainer.steps"),
+        (["trainer.steps=1.5"], "trainer.steps"),
+        (["model.width=0"], "model.width"),
+        (["model.dropout=1.0"], "model.dropout"),
+        (["optim.g_lr=-1"], "optim.g_lr"),
+        (["trainer.batch_size=1"], "trainer.batch_size"),
+        (["balance.loss=wasserstein"], "balance.loss"),
+        (["trainer.precision=float8"], "trainer.precision"),
+        (["trainer.objective=g/totl"], "trainer.objective"),
+    ],
+    ids=lambda value: value[0] if isinstance(value, list) else None,
+)
+def test_a_bad_value_is_one_problem_naming_its_key(compose, overrides, key):
+    found = problems(compose(*overrides))
+    assert len(found) == 1, found
+    assert found[0].startswith(f"{key}:")
+    assert "\n" not in found[0]
+
+
+def test_image_size_mismatch_names_both_keys(compose):
+    found = problems(compose("data.image_size=32"))
+    assert len(found) == 1, found
+    assert "data.image_size" in found[0] and "model.image_size" in found[0]
+
+
+def test_batch_larger_than_the_training_set_is_a_problem(compose):
+    assert problems(compose("data.num_train=32", "trainer.batch_size=32")) == []
+    found = problems(compose("data.num_train=32", "trainer.batch_size=33"))
+    assert len(found) == 1, found
+    assert "trainer.batch_size" in found[0] and "data.num_train" in found[0]
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["model.width=16", "model.dropout=0.5", "optim.g_lr=1.0", "trainer.batch_size=2",
+     "balance.loss=hinge", "trainer.precision=mixed_bfloat16", "tracking.uri=sqlite:///x.db"],
+)  # fmt: skip
+def test_valid_edge_values_are_accepted(compose, override):
+    assert problems(compose(override)) == []
+
+
+@pytest.mark.parametrize("override", ["model.width=nan", "optim.g_lr=nan", "balance.kl_weight=nan"])
+def test_nan_is_not_a_valid_number(compose, override):
+    found = problems(compose(override))
+    assert len(found) == 1 and found[0].startswith(override.split("=")[0] + ":")
+
+
+def test_validate_raises_with_every_problem(compose):
+    cfg = compose("model.width=0", "optim.g_lr=-1", "trainer.precision=float8")
+    found = problems(cfg)
+    assert len(found) == 3, found
+    with pytest.raises(ConfigError) as raised:
+        validate(cfg)
+    assert isinstance(raised.value, UserError)  # what the command line turns into one line
+    for problem in found:
+        assert problem in str(raised.value)
+
+
+def test_an_unknown_top_level_key_is_a_problem(compose):
+    found = problems(compose("+learning_rate=0.1"))
+    assert found == ["learning_rate: unknown top-level key"]
+
+
+def test_an_unresolvable_interpolation_is_one_problem(compose):
+    cfg = compose()
+    with open_dict(cfg):
+        cfg.text.cache_dir = "${paths.nowhere}/text"
+    found = problems(cfg)
+    assert len(found) == 1 and found[0].startswith("config does not resolve")
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def _run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("HYDRA_FULL_ERROR", "MLFLOW_TRACKING_URI")}  # fmt: skip
+    env.update(
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        T2IGAN_ROOT=str(tmp_path),
+        HF_HUB_OFFLINE="1",
+    )
+    # cwd=tmp_path, so a write to a relative path would be seen by _assert_nothing_written too.
+    return subprocess.run([sys.executable, "-m", "t2igan.train", *overrides], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=90)  # fmt: skip
+
+
+def _assert_nothing_written(tmp_path: Path) -> None:
+    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "cache").exists()
+    assert not list(tmp_path.rglob("mlflow.db")) and not list(tmp_path.rglob("mlruns"))
+    # Not even Hydra's job folder: single runs write no .hydra/ or log files.
+    assert not list(tmp_path.rglob("*")), list(tmp_path.rglob("*"))
+
+
+def test_cli_invalid_value_exits_2_with_one_line_and_writes_nothing(tmp_path):
+    # experiment=smoke: should validation ever let this through, the run is seconds, not hours.
+    result = _run_train(tmp_path, "experiment=smoke", "model.width=0")
+    assert result.returncode == 2, result.stderr
+    assert "model.width" in result.stderr
+    assert "error: invalid config" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    _assert_nothing_written(tmp_path)
+
+
+def test_cli_unknown_group_option_fails_without_traceback(tmp_path):
+    result = _run_train(tmp_path, "model=nonexistent")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Traceback" not in output
+    assert "model/nonexistent" in output
+    _assert_nothing_written(tmp_path)
+
+
+def test_cli_unknown_override_key_fails_without_traceback(tmp_path):
+    result = _run_train(tmp_path, "trainer.stepz=3")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Traceback" not in output
+    assert "trainer.stepz" in output
+    _assert_nothing_written(tmp_path)
