@@ -9,6 +9,11 @@ from keras import ops
 LOSS_KINDS = ("bce", "hinge")
 
 
+def _float32(x):
+    # Losses are reduced in float32 whatever precision the networks compute in.
+    return ops.cast(x, "float32")
+
+
 def _softplus_mean(x):
     return ops.mean(ops.softplus(x))
 
@@ -18,6 +23,7 @@ def kl_divergence(mu, log_sigma):
 
     The mean (not the sum) over dimensions follows StackGAN, whose KL weight of 2.0 assumes it.
     """
+    mu, log_sigma = _float32(mu), _float32(log_sigma)
     return ops.mean(0.5 * (ops.square(mu) + ops.exp(2.0 * log_sigma) - 1.0) - log_sigma)
 
 
@@ -40,6 +46,7 @@ def discriminator_loss(
     `kind="hinge"` the hinge loss of DF-GAN/BigGAN, where `real_label` does not apply.
     All logits are (B, 1) or (B,).
     """
+    real_logits, fake_logits, wrong_logits = map(_float32, (real_logits, fake_logits, wrong_logits))
     if kind == "bce":
         # BCE(x, y) = softplus(x) - y * x for logits x and targets y.
         real = _softplus_mean(real_logits) - real_label * ops.mean(real_logits)
@@ -61,6 +68,7 @@ def generator_loss(fake_logits, mu, log_sigma, *, kind: str = "bce", kl_weight: 
     `kind="bce"` is the non-saturating loss -log D(G(z, t), t); `kind="hinge"` is -D(G(z, t), t).
     `kl_weight` scales the conditioning-augmentation KL term (StackGAN: 2.0; 0 switches it off).
     """
+    fake_logits = _float32(fake_logits)
     if kind == "bce":
         adv = _softplus_mean(-fake_logits)
     elif kind == "hinge":

@@ -81,7 +81,8 @@ class Discriminator(keras.Model):
                 layers.LeakyReLU(0.2),
                 layers.Flatten(),
                 layers.Dropout(dropout, seed=seed),
-                layers.Dense(1, name="logit"),
+                # float32 logits under mixed precision: the losses need their range.
+                layers.Dense(1, name="logit", dtype="float32"),
             ],
             name="joint",
         )

@@ -59,7 +59,9 @@ def build_generator(
         )(x)
         x = BatchNorm(name=f"up{level}_norm")(x)
         x = layers.ReLU()(x)
+    # float32 images under mixed precision, so that samples and D's input keep full range.
     images = layers.Conv2D(
-        3, kernel_size=3, padding="same", use_bias=False, activation="tanh", name="to_rgb"
-    )(x)
+        3, kernel_size=3, padding="same", use_bias=False, activation="tanh", name="to_rgb",
+        dtype="float32",
+    )(x)  # fmt: skip
     return keras.Model([noise, text_embeddings], [images, mu, log_sigma], name=name)
