@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from t2igan.errors import UserError
 from t2igan.gan import METRIC_NAMES
 from t2igan.losses import LOSS_KINDS
-from t2igan.models.discriminator import AUGMENTATIONS
+from t2igan.models.discriminator import AUGMENTATIONS, NORMS
 
 
 class ConfigError(UserError):
@@ -101,7 +101,8 @@ SCHEMA: dict[str, dict[str, Callable]] = {
     "balance": {
         "name": _text, "loss": _choice(*LOSS_KINDS), "kl_weight": _number(0.0, 1e6),
         "wrong_weight": _number(0.0, 1.0), "real_label": _number(0.0, 1.0, low_open=True),
-        "ema_decay": RATE,
+        "ema_decay": RATE, "d_norm": _choice(*NORMS),
+        "minibatch_std": _boolean,
     },
     "trainer": {
         "steps": POSITIVE, "batch_size": _integer(2), "log_every": POSITIVE,
@@ -112,6 +113,7 @@ SCHEMA: dict[str, dict[str, Callable]] = {
     },
     "tracking": {
         "enabled": _boolean, "uri": _optional_text, "experiment": _text, "log_checkpoint": _boolean,
+        "log_model": _boolean,
     },
 }  # fmt: skip
 TOP_LEVEL = {"seed": _integer(0)}

@@ -166,6 +166,8 @@ def build_gan(
     wrong_weight: float,
     real_label: float,
     ema_decay: float,
+    d_norm: str,
+    minibatch_std: bool,
     g_lr: float,
     d_lr: float,
     beta_1: float,
@@ -191,7 +193,7 @@ def build_gan(
         build_discriminator(
             text_dim=text_dim, condition_dim=condition_dim, image_size=image_size,
             base_channels=discriminator_channels, width=width, dropout=dropout,
-            augment=tuple(augment), seed=seed,
+            augment=tuple(augment), norm=d_norm, minibatch_std=minibatch_std, seed=seed,
         ),  # fmt: skip
         noise_dim=noise_dim,
         loss_kind=loss,

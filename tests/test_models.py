@@ -80,3 +80,18 @@ def test_fused_batch_norm_matches_keras(training):
     np.testing.assert_allclose(ours.moving_mean, reference.moving_mean, atol=1e-5)
     # TensorFlow's fused op updates the moving variance with the unbiased batch variance.
     np.testing.assert_allclose(ours.moving_variance, reference.moving_variance, rtol=0.05)
+
+
+@pytest.mark.parametrize("norm", ["spectral", "none"])
+def test_discriminator_without_batch_norm(norm):
+    import keras
+
+    discriminator = build_discriminator(width=0.125, norm=norm)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization)
+                   for layer in discriminator.image_encoder.layers + discriminator.joint.layers)  # fmt: skip
+    wrapped = [layer for layer in discriminator.image_encoder.layers if isinstance(layer, keras.layers.SpectralNormalization)]
+    assert len(wrapped) == (4 if norm == "spectral" else 0)
+    images = np.zeros((2, 64, 64, 3), "float32")
+    assert discriminator((images, np.zeros((2, 384), "float32")), training=True).shape == (2, 1)
+    with pytest.raises(ValueError, match="unknown discriminator norm"):
+        build_discriminator(norm="layer")

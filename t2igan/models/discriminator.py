@@ -11,6 +11,9 @@ from t2igan.models.blocks import (
 )
 
 AUGMENTATIONS = ("flip",)
+# "batch": the seed's BatchNorm after every conv; "spectral": spectral normalisation of every
+# conv and dense weight instead (SN-GAN), no BatchNorm; "none": neither.
+NORMS = ("batch", "spectral", "none")
 
 
 @keras.saving.register_keras_serializable(package="t2igan")
@@ -23,7 +26,11 @@ class Discriminator(keras.Model):
     images once and judge it against both its own and mismatched captions.
 
     `augment` names the augmentations of the input layer (only "flip", horizontal, for now);
-    an empty tuple means none. `dropout` is the rate before the final dense layer.
+    an empty tuple means none. `dropout` is the rate before the final dense layer. `norm` is
+    one of NORMS: the seed's BatchNorm lets D win within a few hundred steps on toybirds (it
+    separates real and fake batches by their statistics); "spectral" is SN-GAN's remedy.
+    `minibatch_std` adds ProGAN's batch-spread channel to the joint head (one more input
+    channel there), which penalises a generator that collapses to one image.
     """
 
     def __init__(
@@ -36,6 +43,8 @@ class Discriminator(keras.Model):
         width: float = 1.0,
         dropout: float = 0.0,
         augment: tuple[str, ...] = ("flip",),
+        norm: str = "batch",
+        minibatch_std: bool = False,
         seed: int | None = None,
         name: str = "discriminator",
         **kwargs,
@@ -44,6 +53,10 @@ class Discriminator(keras.Model):
         unknown = set(augment) - set(AUGMENTATIONS)
         if unknown:
             raise ValueError(f"unknown augmentation {sorted(unknown)}; known: {AUGMENTATIONS}")
+        if norm not in NORMS:
+            raise ValueError(f"unknown discriminator norm {norm!r}; known: {NORMS}")
+        self.norm = norm
+        self.minibatch_std = minibatch_std
         self.text_dim = text_dim
         self.image_size = image_size
         levels = pyramid_levels(image_size)
@@ -58,15 +71,10 @@ class Discriminator(keras.Model):
         tower = [keras.Input((image_size, image_size, 3))]
         for level in range(levels):
             tower += [
-                layers.Conv2D(
-                    scaled_channels(base_channels << level, width),
-                    kernel_size=4,
-                    strides=2,
-                    padding="same",
-                    use_bias=False,
-                    name=f"down{level + 1}",
-                ),
-                BatchNorm(name=f"down{level + 1}_norm"),
+                *self._normalized(layers.Conv2D(
+                    scaled_channels(base_channels << level, width), kernel_size=4, strides=2,
+                    padding="same", use_bias=norm != "batch", name=f"down{level + 1}",
+                )),  # fmt: skip
                 layers.LeakyReLU(0.2),
             ]
         self.image_encoder = keras.Sequential(tower, name="image_encoder")
@@ -75,19 +83,32 @@ class Discriminator(keras.Model):
         self.conditioning = ConditioningAugmentation(condition_dim, seed=seed, name="conditioning")
         self.joint = keras.Sequential(
             [
-                keras.Input((self.feature_size, self.feature_size, feature_channels + condition_dim)),
-                layers.Conv2D(feature_channels, kernel_size=1, use_bias=False, name="joint"),
-                BatchNorm(name="joint_norm"),
+                keras.Input((self.feature_size, self.feature_size,
+                             feature_channels + condition_dim + int(minibatch_std))),  # fmt: skip
+                *self._normalized(layers.Conv2D(
+                    feature_channels, kernel_size=1, use_bias=norm != "batch", name="joint"
+                )),  # fmt: skip
                 layers.LeakyReLU(0.2),
                 layers.Flatten(),
                 layers.Dropout(dropout, seed=seed),
                 # float32 logits under mixed precision: the losses need their range.
-                layers.Dense(1, name="logit", dtype="float32"),
+                self._spectral(layers.Dense(1, name="logit", dtype="float32")),
             ],
             name="joint",
         )
         # Create every weight now, so parameter counts and checkpoints need no data.
         self((ops.zeros((1, image_size, image_size, 3)), ops.zeros((1, text_dim))))
+
+    def _spectral(self, layer):
+        if self.norm != "spectral":
+            return layer
+        return layers.SpectralNormalization(layer, name=f"{layer.name}_sn", dtype=layer.dtype_policy)
+
+    def _normalized(self, convolution) -> list:
+        """A conv followed by its normalisation, as `self.norm` asks."""
+        if self.norm == "batch":
+            return [convolution, BatchNorm(name=f"{convolution.name}_norm")]
+        return [self._spectral(convolution)]
 
     def encode(self, images, training=None):
         """(B, S, S, 3) in [-1, 1] -> image features (B, 4, 4, C)."""
@@ -97,7 +118,16 @@ class Discriminator(keras.Model):
         """Image features (B, 4, 4, C) and (B, text_dim) embeddings -> (B, 1) logits."""
         condition, _, _ = self.conditioning(text_embeddings, training=training)
         grid = ops.tile(condition[:, None, None, :], (1, self.feature_size, self.feature_size, 1))
-        return self.joint(ops.concatenate([features, grid], axis=-1), training=training)
+        joined = [features, grid]
+        if self.minibatch_std:
+            joined.append(self._batch_spread(features))
+        return self.joint(ops.concatenate(joined, axis=-1), training=training)
+
+    def _batch_spread(self, features):
+        """ProGAN's minibatch standard deviation: one channel holding how much the batch's
+        features vary, so a collapsed batch of fakes is visibly different from a real one."""
+        spread = ops.mean(ops.std(ops.cast(features, "float32"), axis=0))
+        return ops.cast(ops.ones_like(features[..., :1]) * spread, features.dtype)
 
     def call(self, inputs, training=None):
         images, text_embeddings = inputs
