@@ -25,28 +25,45 @@ class TrainingFailed(UserError):
 
 
 class _EveryN(keras.callbacks.Callback):
+    """Calls `act(step, logs)` each time the global step crosses a multiple of `every`, and
+    once more at the end if `at_end` and the last step was not covered. `seconds` adds up the
+    time spent acting: what logging, sampling or checkpointing costs the run."""
+
+    at_end = False
+
     def __init__(self, every: int):
         super().__init__()
         self.every = every
         self.last_step = None
+        self.seconds = 0.0
 
     def on_train_begin(self, logs=None):
         self.last_step = self.model.step
 
-    def due(self) -> int | None:
-        """The global step if an interval boundary was crossed since the last action."""
+    def act(self, step: int, logs: dict) -> None:
+        raise NotImplementedError
+
+    def _act_timed(self, step: int, logs) -> None:
+        started = time.perf_counter()
+        self.last_step = step
+        self.act(step, logs or {})
+        self.seconds += time.perf_counter() - started
+
+    def on_train_batch_end(self, batch, logs=None):
         step = self.model.step
         if step // self.every > self.last_step // self.every:
-            self.last_step = step
-            return step
-        return None
+            self._act_timed(step, logs)
+
+    def on_train_end(self, logs=None):
+        if self.at_end and self.model.step != self.last_step:
+            self._act_timed(self.model.step, logs)
 
 
 class MetricLogger(_EveryN):
     """Every `every` steps: interval means of the GAN's metrics plus images/s to the tracker.
 
     Resets the GAN's running means afterwards, so each logged value covers one interval.
-    Non-finite losses end training with `TrainingFailed`. `latest` holds the last values.
+    Non-finite losses stop training and set `failure`. `latest` holds the last values.
     """
 
     def __init__(self, tracker, every: int, batch_size: int):
@@ -60,11 +77,8 @@ class MetricLogger(_EveryN):
         super().on_train_begin(logs)
         self._clock = (time.perf_counter(), self.model.step)
 
-    def on_train_batch_end(self, batch, logs=None):
-        step = self.due()
-        if step is None:
-            return
-        values = {name: float(value) for name, value in (logs or {}).items()}
+    def act(self, step: int, logs: dict) -> None:
+        values = {name: float(value) for name, value in logs.items()}
         started, start_step = self._clock
         now = time.perf_counter()
         values["perf/images_per_second"] = (step - start_step) * self.batch_size / (now - started)
@@ -140,14 +154,10 @@ class SampleGrid(_EveryN):
         self.last_path = save_png(self.folder / f"step_{step:07d}.png", picture)
         self.tracker.log_image(picture, key="samples", step=step)
 
-    def on_train_batch_end(self, batch, logs=None):
-        step = self.due()
-        if step is not None:
-            self.write(step)
+    at_end = True
 
-    def on_train_end(self, logs=None):
-        if self.model.step != self.last_step:
-            self.write(self.model.step)
+    def act(self, step: int, logs: dict) -> None:
+        self.write(step)
 
 
 class Checkpointer(_EveryN):
@@ -157,11 +167,7 @@ class Checkpointer(_EveryN):
         super().__init__(every)
         self.save = save
 
-    def on_train_batch_end(self, batch, logs=None):
-        step = self.due()
-        if step is not None:
-            self.save(step)
+    at_end = True
 
-    def on_train_end(self, logs=None):
-        if self.model.step != self.last_step:
-            self.save(self.model.step)
+    def act(self, step: int, logs: dict) -> None:
+        self.save(step)

@@ -5,13 +5,14 @@ update rule in `TextToImageGAN.train_step`.
 """
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 from t2igan.callbacks import Checkpointer, MetricLogger, ProgressBar, SampleGrid, TrainingFailed
-from t2igan.checkpoint import read_header, restore_checkpoint, save_checkpoint
+from t2igan.checkpoint import restore_checkpoint, save_checkpoint
 from t2igan.data.pipeline import training_batches
 from t2igan.io import atomic_write_text
 from t2igan.tracking import flatten, git_commit
@@ -52,6 +53,7 @@ def fit(
     objective: str,
     progress: bool,
     log_checkpoint: bool,
+    log_model: bool,
 ) -> float:
     """Train `gan` to `steps` generator updates in `folder`, resuming from its checkpoint.
 
@@ -85,9 +87,12 @@ def fit(
                         mlflow_run_id=tracker.run_id)  # fmt: skip
 
     noise = np.random.default_rng(seed).standard_normal((sample_noises, gan.noise_dim))
+    grid = SampleGrid(tracker, sample_every, folder.samples, grid_captions, grid_embeddings, noise)
+    checkpointer = Checkpointer(checkpoint_every, save)
     status = "FAILED"
     try:
         if gan.step < steps:
+            start_step, started = gan.step, time.perf_counter()
             gan.fit(
                 training_batches(train_split.images, train_embeddings, batch_size=batch_size,
                                  seed=seed, start_step=gan.step),
@@ -95,13 +100,10 @@ def fit(
                 shuffle=False,
                 steps_per_epoch=steps - gan.step,
                 verbose=0,
-                callbacks=[
-                    ProgressBar(steps, batch_size, enabled=progress),
-                    logger,
-                    SampleGrid(tracker, sample_every, folder.samples, grid_captions, grid_embeddings, noise),
-                    Checkpointer(checkpoint_every, save),
-                ],
+                callbacks=[ProgressBar(steps, batch_size, enabled=progress), logger, grid, checkpointer],
             )  # fmt: skip
+            _report_costs(tracker, gan.step, gan.step - start_step, batch_size,
+                          time.perf_counter() - started, logger, grid, checkpointer)  # fmt: skip
         else:
             print(f"{folder.path.name} is already trained to step {gan.step} (trainer.steps={steps})")
         if logger.failure:
@@ -109,6 +111,9 @@ def fit(
             raise TrainingFailed(f"training diverged: {logger.failure}")
         if log_checkpoint:
             tracker.log_artifact(folder.checkpoint)
+        if log_model:
+            generator = save_checkpoint(folder.generator, gan, groups=("generator_ema",), config=config)
+            tracker.log_generator(generator, grid_captions[:2])
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -117,3 +122,19 @@ def fit(
         tracker.finish(status)
     value = logger.latest.get(objective, math.nan)
     return float(value)
+
+
+def _report_costs(tracker, step: int, steps_run: int, batch_size: int, seconds: float,
+                  logger, grid, checkpointer) -> None:
+    """Print and log what the run cost and how much of it went to the side channels."""
+    shares = {
+        "perf/metric_logging_share": logger.seconds / seconds,
+        "perf/sample_grid_share": grid.seconds / seconds,
+        "perf/checkpoint_share": checkpointer.seconds / seconds,
+    }
+    tracker.log_metrics(shares, step=step)
+    print(
+        f"trained {steps_run} steps in {seconds:.0f} s ({steps_run * batch_size / seconds:.0f} img/s); "
+        f"of that, metric logging {shares['perf/metric_logging_share']:.2%}, sample grids "
+        f"{shares['perf/sample_grid_share']:.2%}, checkpoints {shares['perf/checkpoint_share']:.2%}"
+    )

@@ -22,7 +22,9 @@ def command(*overrides):
 
 
 def environment(root: Path) -> dict:
-    return {**os.environ, "T2IGAN_ROOT": str(root), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    # The default store, under root: no MLFLOW_TRACKING_URI from the caller's environment.
+    inherited = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    return {**inherited, "T2IGAN_ROOT": str(root), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
 
 
 def run(root: Path, *overrides) -> subprocess.CompletedProcess:
