@@ -34,11 +34,17 @@ def variable_groups(gan) -> dict[str, list]:
     }
 
 
-def save_checkpoint(path: str | Path, gan, **metadata) -> Path:
-    """Write every variable of `gan` and `metadata` (JSON-serialisable) to `path` atomically."""
+def save_checkpoint(path: str | Path, gan, *, groups: tuple[str, ...] | None = None, **metadata) -> Path:
+    """Write the variables of `gan` and `metadata` (JSON-serialisable) to `path` atomically.
+
+    `groups` limits what is written (e.g. `("generator_ema",)` for a file that only
+    generates); None writes everything training needs to resume.
+    """
     arrays = {}
     layout = {}
     for group, variables in variable_groups(gan).items():
+        if groups is not None and group not in groups:
+            continue
         layout[group] = [[variable.path, list(variable.shape)] for variable in variables]
         for index, variable in enumerate(variables):
             arrays[f"{group}/{index:04d}"] = np.asarray(variable.numpy())
@@ -79,9 +85,17 @@ def restore_checkpoint(path: str | Path, gan) -> dict:
     Every variable's count and shape is checked first, so a checkpoint of another architecture,
     width or text dimension fails with one message and leaves `gan` untouched.
     """
+    return restore_variables(path, variable_groups(gan))
+
+
+def restore_variables(path: str | Path, groups: dict[str, list]) -> dict:
+    """Load the named groups of `path` into `groups` ({group: variables}); return the header.
+
+    Groups the checkpoint has but `groups` does not name are not read (a generator alone can
+    be loaded from a full training checkpoint).
+    """
     with _open(path) as store:
         header = _header(store, path)
-        groups = variable_groups(gan)
         for group, variables in groups.items():
             stored = header["layout"].get(group, [])
             if len(stored) != len(variables):

@@ -49,6 +49,11 @@ class RunFolder:
         return self.path / "checkpoint.npz"
 
     @property
+    def generator(self) -> Path:
+        """The EMA generator alone, with the config: what generation and serving need."""
+        return self.path / "generator.npz"
+
+    @property
     def samples(self) -> Path:
         return self.path / "samples"
 

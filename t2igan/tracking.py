@@ -48,6 +48,7 @@ class NullTracker:
     def log_image(self, image: np.ndarray, key: str, step: int) -> None: ...
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
+    def log_generator(self, path: str | Path, example_captions: list[str]) -> None: ...
     def finish(self, status: str = "FINISHED") -> None: ...
 
 
@@ -118,6 +119,26 @@ class MlflowTracker:
     def set_tags(self, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, value)
+
+    def log_generator(self, path: str | Path, example_captions: list[str]) -> None:
+        """Log the generator file at `path` as the pyfunc model `generator` of this run."""
+        import pandas as pd
+
+        from t2igan.serving import GeneratorModel, serving_requirements, signature
+
+        self._mlflow.set_tracking_uri(self.client.tracking_uri)
+        with self._mlflow.start_run(run_id=self.run_id):
+            self._mlflow.pyfunc.log_model(
+                name="generator",
+                python_model=GeneratorModel(),
+                artifacts={"generator": str(path)},
+                signature=signature(),
+                input_example=pd.DataFrame({"caption": example_captions}),
+                # Listed, not inferred: inference would load the model in a subprocess.
+                pip_requirements=serving_requirements(),
+            )
+        # Leaving the `with` ended the run; training decides the final status.
+        self.client.update_run(self.run_id, status="RUNNING")
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)

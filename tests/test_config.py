@@ -19,6 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF = REPO_ROOT / "conf"
 EXPECTED_GROUPS = {"data", "text", "model", "optim", "balance", "trainer", "tracking", "experiment",
                    "paths"}  # fmt: skip
+# Folders that are another entry point's config root, not option groups of the training config.
+ENTRY_POINT_CONFIGS = {"generate"}
 TINY_WIDTH = 0.0625  # keeps a built GAN at a few thousand parameters per layer
 
 
@@ -26,7 +28,7 @@ def _group_options() -> list[tuple[str, str]]:
     """Every (group, option) under conf/, found on disk so a new option is tested unasked."""
     return [
         (group.name, option.stem)
-        for group in sorted(path for path in CONF.iterdir() if path.is_dir())
+        for group in sorted(path for path in CONF.iterdir() if path.is_dir() and path.name not in ENTRY_POINT_CONFIGS)
         for option in sorted(group.glob("*.yaml"))
     ]
 

@@ -111,6 +111,9 @@ class CaptionEmbedder:
         return self._vectors[[index[key] for key in keys]]
 
     def _encode(self, captions: list[str]) -> np.ndarray:
+        if self.show_progress:
+            print(f"embedding {len(captions):,} new captions with {self.model or BUNDLED_MODEL} "
+                  f"(once: cached in {self.path})")  # fmt: skip
         encoder = _load_sentence_transformer(self.model, self.device, self.offline)
         vectors = encoder.encode(
             captions,
