@@ -67,6 +67,7 @@ def train(cfg: DictConfig) -> float:
         seed=config["seed"],
         **{key: run[key] for key in trainer.FIT_OPTIONS},
         log_checkpoint=config["tracking"]["log_checkpoint"],
+        log_model=config["tracking"]["log_model"],
     )
 
 
