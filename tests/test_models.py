@@ -95,3 +95,16 @@ def test_discriminator_without_batch_norm(norm):
     assert discriminator((images, np.zeros((2, 384), "float32")), training=True).shape == (2, 1)
     with pytest.raises(ValueError, match="unknown discriminator norm"):
         build_discriminator(norm="layer")
+
+
+def test_batch_norm_runs_the_fused_kernel(monkeypatch):
+    import tensorflow as tf
+
+    calls = []
+    fused = tf.compat.v1.nn.fused_batch_norm
+    monkeypatch.setattr(tf.compat.v1.nn, "fused_batch_norm", lambda *a, **k: calls.append(1) or fused(*a, **k))
+    layer = BatchNorm()
+    x = np.random.default_rng(0).normal(size=(4, 8, 8, 3)).astype("float32")
+    layer(x, training=True)
+    layer(x, training=False)
+    assert len(calls) == 2

@@ -70,7 +70,7 @@ class BatchNorm(layers.BatchNormalization):
     """
 
     def call(self, inputs, training=None, mask=None):
-        if keras.backend.backend() != "tensorflow" or len(inputs.shape) != 4 or self.axis != [3]:
+        if keras.backend.backend() != "tensorflow" or len(inputs.shape) != 4 or self.axis % 4 != 3:
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 
