@@ -54,15 +54,17 @@ def train(cfg: DictConfig) -> float:
         seed=config["seed"], jit_compile=run["jit_compile"],
         steps_per_execution=run["steps_per_execution"],
     )  # fmt: skip
-    tracker = make_tracker(**config["tracking"], root=config["paths"]["root"], run_name=name,
-                           run_id=folder.read_state().get("mlflow_run_id") if run["resume"] else None)  # fmt: skip
+
+    def open_tracker(run_id: str | None):
+        return make_tracker(**config["tracking"], root=config["paths"]["root"], run_name=name, run_id=run_id)
+
     return trainer.fit(
         gan,
         train_split=splits["train"],
         sample_split=splits["test"],
         embedder=embedder,
         folder=folder,
-        tracker=tracker,
+        open_tracker=open_tracker,
         config=config,
         seed=config["seed"],
         **{key: run[key] for key in trainer.FIT_OPTIONS},
@@ -80,7 +82,7 @@ def main(cfg: DictConfig) -> float:
         from hydra.types import RunMode
 
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # a sweep records the failed trial and goes on
+            raise  # the sweeper decides what a failed trial means
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
 

@@ -6,6 +6,7 @@ update rule in `TextToImageGAN.train_step`.
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ def fit(
     sample_split,
     embedder,
     folder,
-    tracker,
+    open_tracker: Callable,
     config: dict,
     seed: int,
     steps: int,
@@ -57,40 +58,38 @@ def fit(
 ) -> float:
     """Train `gan` to `steps` generator updates in `folder`, resuming from its checkpoint.
 
+    `open_tracker(run_id)` opens the tracking run (reopening `run_id`, or a new one for None);
+    it is called once the checkpoint is restored and the captions embedded, so a failure
+    before that leaves no tracking run behind, and every failure after it ends the run FAILED.
     `config` is the resolved config, recorded with the run (folder, tracker, checkpoint).
     Returns the interval mean of metric `objective` at the last log (NaN if training failed
     to produce it).
     """
+    header = {}
     if resume and folder.checkpoint.exists():
         header = restore_checkpoint(folder.checkpoint, gan)
         print(f"resuming {folder.path.name} at step {gan.step} from {folder.checkpoint}")
-    else:
-        header = {}
     train_embeddings, grid_captions, grid_embeddings = _embed_splits(
         embedder, train_split, sample_split, sample_captions
     )
-    if not tracker.resumed:
-        # MLflow params are write-once; a resumed run keeps those of its first invocation.
-        tracker.log_params(flatten(config))
-        commit = git_commit(Path(__file__).parent) or "unknown"
-        tracker.set_tags({"mlflow.source.git.commit": commit, "run_folder": str(folder.path)})
+    tracker = open_tracker(folder.read_state().get("mlflow_run_id") if resume else None)
     folder.path.mkdir(parents=True, exist_ok=True)
     folder.write_state(mlflow_run_id=tracker.run_id)
-    atomic_write_text(folder.config, yaml.safe_dump(config, sort_keys=False))
-    tracker.log_artifact(folder.config)
-
-    logger = MetricLogger(tracker, log_every, batch_size)
-    logger.latest = dict(header.get("metrics", {}))
-
-    def save(step: int) -> None:
-        save_checkpoint(folder.checkpoint, gan, config=config, metrics=logger.latest,
-                        mlflow_run_id=tracker.run_id)  # fmt: skip
-
-    noise = np.random.default_rng(seed).standard_normal((sample_noises, gan.noise_dim))
-    grid = SampleGrid(tracker, sample_every, folder.samples, grid_captions, grid_embeddings, noise)
-    checkpointer = Checkpointer(checkpoint_every, save)
     status = "FAILED"
     try:
+        _record_run(tracker, folder, config)
+        logger = MetricLogger(tracker, log_every, batch_size)
+        logger.latest = dict(header.get("metrics", {}))
+
+        def save(step: int) -> None:
+            if logger.failure:  # never replace the last good checkpoint with diverged weights
+                return
+            save_checkpoint(folder.checkpoint, gan, config=config, metrics=logger.latest,
+                            mlflow_run_id=tracker.run_id)  # fmt: skip
+
+        noise = np.random.default_rng(seed).standard_normal((sample_noises, gan.noise_dim))
+        grid = SampleGrid(tracker, sample_every, folder.samples, grid_captions, grid_embeddings, noise)
+        checkpointer = Checkpointer(checkpoint_every, save)
         if gan.step < steps:
             start_step, started = gan.step, time.perf_counter()
             gan.fit(
@@ -120,8 +119,18 @@ def fit(
         raise
     finally:
         tracker.finish(status)
-    value = logger.latest.get(objective, math.nan)
-    return float(value)
+    return float(logger.latest.get(objective, math.nan))
+
+
+def _record_run(tracker, folder, config: dict) -> None:
+    """The run's identity: params and commit (once; MLflow params are write-once) and the
+    resolved config, in the run folder and as an artifact."""
+    if not tracker.resumed:
+        tracker.log_params(flatten(config))
+        commit = git_commit(Path(__file__).parent) or "unknown"
+        tracker.set_tags({"mlflow.source.git.commit": commit, "run_folder": str(folder.path)})
+    atomic_write_text(folder.config, yaml.safe_dump(config, sort_keys=False))
+    tracker.log_artifact(folder.config)
 
 
 def _report_costs(tracker, step: int, steps_run: int, batch_size: int, seconds: float,
