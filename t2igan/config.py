@@ -157,6 +157,12 @@ def _cross_checks(config: dict) -> list[str]:
         )
     if model.get("text_dim") != config.get("text", {}).get("dim"):
         found.append("model.text_dim must equal text.dim")
+    if trainer.get("precision") == "mixed_bfloat16" and config.get("balance", {}).get("d_norm") == "spectral":
+        # Keras' SpectralNormalization writes the normalised kernel back in the compute dtype,
+        # which would round D's weights to bfloat16 every step.
+        found.append("trainer.precision=mixed_bfloat16 does not work with balance.d_norm=spectral")
+    if data.get("name") == "toybirds" and isinstance(data.get("image_size"), int) and data["image_size"] < 32:
+        found.append(f"data.image_size: toybirds draws at 32 px or more (got {data['image_size']})")
     if trainer.get("objective") not in OBJECTIVES:
         found.append(
             f"trainer.objective: unknown metric {trainer.get('objective')!r} "

@@ -19,6 +19,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         write(temp_path)
         with open(temp_path, "rb") as handle:
             os.fsync(handle.fileno())
+        # mkstemp makes owner-only files; give the result the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp_path, 0o666 & ~umask)
         os.replace(temp_path, path)
     finally:
         temp_path.unlink(missing_ok=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from t2igan.data import toybirds
+from t2igan.errors import UserError
 from t2igan.io import atomic_save_npz
 
 # Bump when toybirds' drawing or captions change, so stale caches are not reused.
@@ -82,8 +83,15 @@ def load_toybirds(
 DATASETS = {"toybirds": load_toybirds}
 
 
+class DatasetError(UserError):
+    """A dataset cannot be loaded as configured."""
+
+
 def load_dataset(name: str, *, cache_dir: str | Path, **options) -> dict[str, CaptionedImages]:
     """The `train` and `test` splits of dataset `name`, with `options` from its config."""
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
-    return DATASETS[name](cache_dir=cache_dir, **options)
+        raise DatasetError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
+    try:
+        return DATASETS[name](cache_dir=cache_dir, **options)
+    except ValueError as error:  # the dataset's own argument checks
+        raise DatasetError(f"data={name}: {error}") from error

@@ -81,6 +81,7 @@ class CaptionEmbedder:
         self.device = device
         self.offline = offline
         self.show_progress = show_progress
+        self._encoder = None  # loaded on the first caption the cache lacks, then kept
 
     def _load_store(self) -> dict[bytes, int]:
         if not self.path.exists():
@@ -89,6 +90,11 @@ class CaptionEmbedder:
         else:
             with np.load(self.path, allow_pickle=False) as store:
                 self._keys, self._vectors = store["keys"], store["vectors"]
+            if self._vectors.shape[1] != self.dim:
+                raise TextEncoderError(
+                    f"cached embeddings in {self.path} are {self._vectors.shape[1]}-d but text.dim "
+                    f"is {self.dim}; set text.dim={self._vectors.shape[1]}"
+                )
         return {key.tobytes(): row for row, key in enumerate(self._keys)}
 
     def embed(self, captions: Sequence[str]) -> np.ndarray:
@@ -114,8 +120,9 @@ class CaptionEmbedder:
         if self.show_progress:
             print(f"embedding {len(captions):,} new captions with {self.model or BUNDLED_MODEL} "
                   f"(once: cached in {self.path})")  # fmt: skip
-        encoder = _load_sentence_transformer(self.model, self.device, self.offline)
-        vectors = encoder.encode(
+        if self._encoder is None:
+            self._encoder = _load_sentence_transformer(self.model, self.device, self.offline)
+        vectors = self._encoder.encode(
             captions,
             batch_size=self.batch_size,
             show_progress_bar=self.show_progress,
