@@ -38,7 +38,7 @@ bench: $(STAMP) ## Print training and generation throughput (images/s)
 	$(PY) -m t2igan.bench $(ARGS)
 
 ui: $(STAMP) ## MLflow UI for the local runs on http://127.0.0.1:5000
-	$(PY) -m mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+	$(PY) -m mlflow ui --backend-store-uri sqlite:///$(abspath $(or $(T2IGAN_ROOT),$(CURDIR)))/mlflow.db --host 127.0.0.1 --port 5000
 
 clean: ## Remove the virtual environment (runs, caches and mlflow.db stay)
 	rm -rf $(VENV)

@@ -2,7 +2,7 @@
 
 A checkpoint holds the generator, its EMA copy, the discriminator, both optimizers and the
 random-generator states, plus a JSON header with the step and whatever the caller adds (the
-model's constructor arguments, the MLflow run id). Loading never executes anything from the
+resolved config, the latest metrics, the MLflow run id). Loading never executes anything from the
 file, and a file of another model is refused before any variable is touched.
 """
 

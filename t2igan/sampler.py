@@ -1,6 +1,7 @@
 """A trained generator ready to draw images from captions: the EMA generator of a checkpoint
 plus the text encoder it was trained with. Used by `t2igan.generate` and the MLflow model."""
 
+import os
 import re
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def resolve_checkpoint(checkpoint: str | Path, *, tracking_uri: str | None = Non
 
         from t2igan.tracking import default_tracking_uri
 
-        uri = tracking_uri or default_tracking_uri(".")
+        uri = tracking_uri or default_tracking_uri(os.environ.get("T2IGAN_ROOT", "."))
         try:
             return Path(mlflow.artifacts.download_artifacts(
                 run_id=str(checkpoint), artifact_path="checkpoint.npz", tracking_uri=uri
