@@ -3,6 +3,7 @@ are reported one line each; the command line refuses them before writing anythin
 
 import math
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -249,3 +250,20 @@ def test_cli_unknown_override_key_fails_without_traceback(tmp_path):
     assert "Traceback" not in output
     assert "trainer.stepz" in output
     _assert_nothing_written(tmp_path)
+
+
+def _readme_train_commands() -> list[list[str]]:
+    commands = []
+    for line in (REPO_ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+        if line.startswith("python -m t2igan.train") and "--cfg" not in line:  # Hydra's own flag
+            commands.append(shlex.split(line.split("#")[0])[3:])
+    return commands
+
+
+@pytest.mark.parametrize("overrides", _readme_train_commands(), ids=" ".join)
+def test_every_training_command_in_the_readme_composes_and_validates(compose, overrides):
+    assert problems(compose(*overrides)) == []
+
+
+def test_the_readme_shows_training_commands():
+    assert ["model=stackgan_stage1", "optim.d_lr=1e-4"] in _readme_train_commands()
