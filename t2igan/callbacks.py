@@ -15,7 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from t2igan.errors import UserError
-from t2igan.images import image_grid, save_png, to_uint8
+from t2igan.images import grid_inputs, image_grid, save_png, to_uint8
 
 PROGRESS_KEYS = ("d/total", "g/total", "d_score/real", "d_score/fake", "d_score/wrong")
 
@@ -139,10 +139,8 @@ class SampleGrid(_EveryN):
         self.tracker = tracker
         self.folder = Path(folder)
         self.captions = captions
-        rows, columns = len(captions), len(noise)
-        self.text_embeddings = np.repeat(text_embeddings, columns, axis=0).astype(np.float32)
-        self.noise = np.tile(noise, (rows, 1)).astype(np.float32)
-        self.shape = (rows, columns)
+        self.noise, self.text_embeddings = grid_inputs(noise, text_embeddings)
+        self.shape = (len(captions), len(noise))
         self.last_path: Path | None = None
 
     def render(self) -> np.ndarray:

@@ -62,7 +62,7 @@ def read_captions(path: str | Path) -> list[str]:
 
 def generate(cfg: DictConfig) -> Path:
     """Write the picture `cfg` asks for and return its path."""
-    from t2igan.images import image_grid, save_png, to_uint8
+    from t2igan.images import grid_inputs, image_grid, save_png, to_uint8
     from t2igan.sampler import Sampler
 
     if cfg.mode not in MODES:
@@ -89,9 +89,7 @@ def generate(cfg: DictConfig) -> Path:
         return path
 
     noise = truncated_noise(rng, (cfg.n, sampler.noise_dim), cfg.truncation)
-    embeddings = sampler.embed(captions)
-    all_embeddings = np.repeat(embeddings, cfg.n, axis=0)
-    all_noise = np.tile(noise, (len(captions), 1))
+    all_noise, all_embeddings = grid_inputs(noise, sampler.embed(captions))
     images = to_uint8(sampler.generate(all_noise, all_embeddings, batch_size=cfg.batch_size))
     images = images.reshape(len(captions), cfg.n, *images.shape[1:])
     path = save_png(out, image_grid(images, captions))

@@ -15,6 +15,14 @@ def to_uint8(images) -> np.ndarray:
     return np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
+def grid_inputs(noise: np.ndarray, text_embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (caption, noise) pair in grid order: (C, Z) noise and (R, T) embeddings ->
+    (R*C, Z) noise and (R*C, T) embeddings, row r holding caption r with noise 0..C-1."""
+    rows, columns = len(text_embeddings), len(noise)
+    return (np.tile(noise, (rows, 1)).astype(np.float32),
+            np.repeat(text_embeddings, columns, axis=0).astype(np.float32))  # fmt: skip
+
+
 def image_grid(images: np.ndarray, captions: list[str] | None = None, *, padding: int = 2,
                caption_width: int = 280) -> np.ndarray:
     """(rows, columns, S, S, 3) uint8 -> one (H, W, 3) uint8 picture.

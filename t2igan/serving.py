@@ -61,7 +61,7 @@ class GeneratorModel(PythonModel):
         import pandas as pd
 
         from t2igan.generate import truncated_noise
-        from t2igan.images import to_uint8
+        from t2igan.images import grid_inputs, to_uint8
 
         params = params or {}
         captions = _captions(model_input)
@@ -69,8 +69,7 @@ class GeneratorModel(PythonModel):
         truncation = float(params.get("truncation", 0.0)) or None
         rng = np.random.default_rng(int(params.get("seed", 0)))
         noise = truncated_noise(rng, (samples, self.sampler.noise_dim), truncation)
-        embeddings = np.repeat(self.sampler.embed(captions), samples, axis=0)
-        images = to_uint8(self.sampler.generate(np.tile(noise, (len(captions), 1)), embeddings))
+        images = to_uint8(self.sampler.generate(*grid_inputs(noise, self.sampler.embed(captions))))
         rows = [
             (caption, sample, _png_base64(images[index * samples + sample]))
             for index, caption in enumerate(captions)
