@@ -32,6 +32,22 @@ def _identity(config: dict, prefix: str = "") -> dict:
     return kept
 
 
+def _flat(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def changed_keys(before: dict, after: dict) -> list[str]:
+    """The run-defining keys whose values differ between two resolved configs."""
+    old, new = _flat(_identity(before)), _flat(_identity(after))
+    return sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
+
+
 def run_name(config: dict) -> str:
     """`trainer.run_name`, or `<model>-<data>-<8 hex of the config that defines the run>`."""
     if config["trainer"].get("run_name"):

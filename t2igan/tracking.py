@@ -80,19 +80,20 @@ class MlflowTracker:
             location = Path(artifact_root).resolve().as_uri() if artifact_root else None
             experiment_id = self.client.create_experiment(experiment, artifact_location=location)
         self.resumed = False
-        if run_id is not None and self._exists(run_id):
+        if run_id is not None and self._reopenable(run_id, experiment_id):
             self.client.update_run(run_id, status="RUNNING")
             self.run_id = run_id
             self.resumed = True
         else:
             self.run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
 
-    def _exists(self, run_id: str) -> bool:
+    def _reopenable(self, run_id: str, experiment_id: str) -> bool:
+        """Whether `run_id` is a live run of this experiment (not deleted, not elsewhere)."""
         try:
-            self.client.get_run(run_id)
+            info = self.client.get_run(run_id).info
         except self._mlflow.exceptions.MlflowException:
             return False
-        return True
+        return info.lifecycle_stage == "active" and info.experiment_id == experiment_id
 
     def log_params(self, params: dict[str, str]) -> None:
         from mlflow.entities import Param

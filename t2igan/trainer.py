@@ -16,6 +16,7 @@ from t2igan.callbacks import Checkpointer, MetricLogger, ProgressBar, SampleGrid
 from t2igan.checkpoint import restore_checkpoint, save_checkpoint
 from t2igan.data.pipeline import training_batches
 from t2igan.io import atomic_write_text
+from t2igan.runs import changed_keys
 from t2igan.tracking import flatten, git_commit
 
 FIT_OPTIONS = (
@@ -69,6 +70,10 @@ def fit(
     if resume and folder.checkpoint.exists():
         header = restore_checkpoint(folder.checkpoint, gan)
         print(f"resuming {folder.path.name} at step {gan.step} from {folder.checkpoint}")
+        changed = changed_keys(header.get("config", {}), config)
+        if changed:  # only possible with an explicit trainer.run_name
+            print(f"warning: the config differs from the checkpoint's in {', '.join(changed)}; "
+                  "weights and optimizer state (learning rates included) come from the checkpoint")
     train_embeddings, grid_captions, grid_embeddings = _embed_splits(
         embedder, train_split, sample_split, sample_captions
     )
@@ -90,7 +95,8 @@ def fit(
         noise = np.random.default_rng(seed).standard_normal((sample_noises, gan.noise_dim))
         grid = SampleGrid(tracker, sample_every, folder.samples, grid_captions, grid_embeddings, noise)
         checkpointer = Checkpointer(checkpoint_every, save)
-        if gan.step < steps:
+        trains = gan.step < steps
+        if trains:
             start_step, started = gan.step, time.perf_counter()
             gan.fit(
                 training_batches(train_split.images, train_embeddings, batch_size=batch_size,
@@ -108,9 +114,9 @@ def fit(
         if logger.failure:
             tracker.set_tags({"failure_reason": logger.failure})
             raise TrainingFailed(f"training diverged: {logger.failure}")
-        if log_checkpoint:
+        if log_checkpoint and trains:
             tracker.log_artifact(folder.checkpoint)
-        if log_model:
+        if log_model and trains:
             generator = save_checkpoint(folder.generator, gan, groups=("generator_ema",), config=config)
             tracker.log_generator(generator, grid_captions[:2])
         status = "FINISHED"

@@ -87,3 +87,14 @@ def test_training_changes_weights_and_ema_follows(tmp_path):
     start, ema, current = before_g[0], gan.generator_ema.trainable_weights[0].numpy(), gan.generator.trainable_weights[0].numpy()
     assert 0 < np.abs(ema - current).sum() < np.abs(start - current).sum()
     assert gan.step == 3 and int(gan.d_optimizer.iterations) == 3
+
+
+def test_changed_keys_names_what_defines_a_run():
+    from t2igan.runs import changed_keys, run_name
+
+    config = {"model": {"name": "m", "width": 0.25}, "data": {"name": "d"}, "optim": {"d_lr": 2e-4},
+              "trainer": {"steps": 10, "run_name": None}, "paths": {"root": "/a"}}  # fmt: skip
+    longer = {**config, "trainer": {"steps": 20, "run_name": None}, "paths": {"root": "/b"}}
+    assert changed_keys(config, longer) == [] and run_name(config) == run_name(longer)
+    slower = {**config, "optim": {"d_lr": 1e-4}}
+    assert changed_keys(config, slower) == ["optim.d_lr"] and run_name(config) != run_name(slower)

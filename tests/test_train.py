@@ -74,6 +74,12 @@ def test_a_run_records_everything_and_a_rerun_resumes_it(tmp_path):
     assert resumed.info.run_id == mlflow_run.info.run_id and resumed.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(resumed.info.run_id, "d/total")] == [2, 4, 6]
 
+    done = run(tmp_path, "trainer.steps=6")  # nothing left to train: no new step, no new model
+    assert "already trained to step 6" in done.stdout
+    client, (finished,) = mlflow_runs(tmp_path)
+    assert finished.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(finished.info.run_id, "d/total")] == [2, 4, 6]
+
 
 def test_kill_minus_nine_then_the_same_command_finishes_the_run(tmp_path):
     overrides = ("trainer.steps=40", "trainer.checkpoint_every=2", "trainer.sample_every=1000")
