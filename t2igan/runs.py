@@ -81,6 +81,15 @@ class RunFolder:
     def state_file(self) -> Path:
         return self.path / "run.json"
 
+    def unused(self) -> "RunFolder":
+        """This folder if no run has used it, else the first unused `<name>-2`, `<name>-3`, ...
+        (so starting over never overwrites an earlier run's checkpoint)."""
+        candidate, number = self, 1
+        while candidate.checkpoint.exists() or candidate.state_file.exists():
+            number += 1
+            candidate = RunFolder(self.path.with_name(f"{self.path.name}-{number}"))
+        return candidate
+
     def read_state(self) -> dict:
         """What an earlier invocation recorded (the MLflow run id), or {} for a new run."""
         try:

@@ -49,6 +49,9 @@ def train(cfg: DictConfig) -> float:
     embedder = CaptionEmbedder(**text, show_progress=run["progress"])
     name = run_name(config)
     folder = RunFolder(Path(config["paths"]["runs"]) / name)
+    if not run["resume"]:
+        folder = folder.unused()
+        name = folder.path.name
     gan = build_gan(
         **_without_name(model), **_without_name(balance), **_without_name(optim),
         seed=config["seed"], jit_compile=run["jit_compile"],

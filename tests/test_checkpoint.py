@@ -98,3 +98,16 @@ def test_changed_keys_names_what_defines_a_run():
     assert changed_keys(config, longer) == [] and run_name(config) == run_name(longer)
     slower = {**config, "optim": {"d_lr": 1e-4}}
     assert changed_keys(config, slower) == ["optim.d_lr"] and run_name(config) != run_name(slower)
+
+
+def test_starting_over_never_reuses_a_used_folder(tmp_path):
+    from t2igan.runs import RunFolder
+
+    folder = RunFolder(tmp_path / "run")
+    assert folder.unused() == folder
+    folder.path.mkdir()
+    folder.write_state(mlflow_run_id=None)
+    assert folder.unused().path.name == "run-2"
+    (tmp_path / "run-2").mkdir()
+    (tmp_path / "run-2" / "checkpoint.npz").write_bytes(b"")
+    assert folder.unused().path.name == "run-3"

@@ -80,6 +80,11 @@ def test_a_run_records_everything_and_a_rerun_resumes_it(tmp_path):
     assert finished.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(finished.info.run_id, "d/total")] == [2, 4, 6]
 
+    run(tmp_path, "trainer.steps=2", "trainer.resume=false")  # starts over beside the old run
+    assert read_header(folder / "checkpoint.npz")["step"] == 6
+    assert read_header(folder.with_name(f"{folder.name}-2") / "checkpoint.npz")["step"] == 2
+    assert len(mlflow_runs(tmp_path)[1]) == 2
+
 
 def test_kill_minus_nine_then_the_same_command_finishes_the_run(tmp_path):
     overrides = ("trainer.steps=40", "trainer.checkpoint_every=2", "trainer.sample_every=1000")
