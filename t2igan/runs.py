@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from t2igan.io import atomic_write_text
+from t2igan.tracking import flatten
 
 # Keys that change how long or how visibly a run trains, not what it trains: a re-run that
 # changes only these (e.g. more steps) continues the same run.
@@ -32,19 +33,9 @@ def _identity(config: dict, prefix: str = "") -> dict:
     return kept
 
 
-def _flat(config: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def changed_keys(before: dict, after: dict) -> list[str]:
     """The run-defining keys whose values differ between two resolved configs."""
-    old, new = _flat(_identity(before)), _flat(_identity(after))
+    old, new = flatten(_identity(before)), flatten(_identity(after))
     return sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
 
 

@@ -45,7 +45,6 @@ def load_toybirds(
     captions_per_image: int = 10,
     heldout_fraction: float = 0.15,
     seed: int = 0,
-    **_ignored,
 ) -> dict[str, CaptionedImages]:
     """Render toybirds once per configuration and keep the result in `cache_dir`."""
     config = dict(
