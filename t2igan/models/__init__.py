@@ -1,6 +1,71 @@
-"""Generator and discriminator architectures, built from plain keyword arguments."""
+"""Generator and discriminator architectures, built from plain keyword arguments.
 
-from t2igan.models.discriminator import Discriminator, build_discriminator
+`architecture` names a pair: "stackgan" is the seed project's StackGAN Stage-I network,
+"fusion" the DF-GAN-style model with text fused into every generator block.
+"""
+
+from t2igan.models.discriminator import NORMS, Discriminator, build_discriminator
+from t2igan.models.fusion import FUSION_NORMS, FusionDiscriminator, build_fusion_generator
 from t2igan.models.generator import build_generator
 
-__all__ = ["Discriminator", "build_discriminator", "build_generator"]
+ARCHITECTURES = ("stackgan", "fusion")
+# The discriminator normalisations each architecture supports.
+ARCHITECTURE_NORMS = {"stackgan": NORMS, "fusion": FUSION_NORMS}
+
+
+def make_generator(
+    architecture: str,
+    *,
+    text_dim: int,
+    noise_dim: int,
+    condition_dim: int,
+    image_size: int,
+    generator_channels: int,
+    width: float,
+    seed: int | None = None,
+    name: str = "generator",
+):
+    """The generator of `architecture`: `[noise, text_embeddings] -> [images, mu, log_sigma]`."""
+    build = {"stackgan": build_generator, "fusion": build_fusion_generator}[_known(architecture)]
+    return build(
+        text_dim=text_dim, noise_dim=noise_dim, condition_dim=condition_dim, image_size=image_size,
+        base_channels=generator_channels, width=width, seed=seed, name=name,
+    )  # fmt: skip
+
+
+def make_discriminator(
+    architecture: str,
+    *,
+    text_dim: int,
+    condition_dim: int,
+    image_size: int,
+    discriminator_channels: int,
+    width: float,
+    dropout: float,
+    augment: tuple[str, ...],
+    norm: str,
+    minibatch_std: bool,
+    seed: int | None = None,
+):
+    """The discriminator of `architecture`, with `encode(images)` and `judge(features, text)`."""
+    common = dict(
+        text_dim=text_dim, image_size=image_size, base_channels=discriminator_channels,
+        width=width, dropout=dropout, augment=tuple(augment), norm=norm,
+        minibatch_std=minibatch_std, seed=seed,
+    )  # fmt: skip
+    if _known(architecture) == "fusion":
+        return FusionDiscriminator(**common)
+    return build_discriminator(**common, condition_dim=condition_dim)
+
+
+def _known(architecture: str) -> str:
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; known: {ARCHITECTURES}")
+    return architecture
+
+
+__all__ = [
+    "ARCHITECTURES", "ARCHITECTURE_NORMS", "Discriminator", "FusionDiscriminator",
+    "build_discriminator", "build_fusion_generator", "build_generator", "make_discriminator",
+    "make_generator",
+]  # fmt: skip

@@ -93,3 +93,10 @@ class BatchNorm(layers.BatchNormalization):
             self.momentum * self.moving_variance + (1.0 - self.momentum) * variance
         )
         return ops.reshape(outputs, ops.shape(inputs))
+
+
+def batch_spread_channel(features):
+    """ProGAN's minibatch standard deviation: (B, H, W, C) -> (B, H, W, 1) holding how much the
+    batch's features vary, so a collapsed batch of fakes looks different from a real one."""
+    spread = ops.mean(ops.std(ops.cast(features, "float32"), axis=0))
+    return ops.cast(ops.ones_like(features[..., :1]) * spread, features.dtype)

@@ -6,6 +6,7 @@ from keras import layers, ops
 from t2igan.models.blocks import (
     BatchNorm,
     ConditioningAugmentation,
+    batch_spread_channel,
     pyramid_levels,
     scaled_channels,
 )
@@ -120,14 +121,8 @@ class Discriminator(keras.Model):
         grid = ops.tile(condition[:, None, None, :], (1, self.feature_size, self.feature_size, 1))
         joined = [features, grid]
         if self.minibatch_std:
-            joined.append(self._batch_spread(features))
+            joined.append(batch_spread_channel(features))
         return self.joint(ops.concatenate(joined, axis=-1), training=training)
-
-    def _batch_spread(self, features):
-        """ProGAN's minibatch standard deviation: one channel holding how much the batch's
-        features vary, so a collapsed batch of fakes is visibly different from a real one."""
-        spread = ops.mean(ops.std(ops.cast(features, "float32"), axis=0))
-        return ops.cast(ops.ones_like(features[..., :1]) * spread, features.dtype)
 
     def call(self, inputs, training=None):
         images, text_embeddings = inputs

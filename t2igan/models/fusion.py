@@ -1,0 +1,229 @@
+"""A stronger conditioning model: text fused into every generator block, a projection critic.
+
+The seed's StackGAN Stage-I network lets the caption in once on each side (concatenated with
+the noise at G's input, and with D's 4x4 features); on toybirds its generator learns shapes
+and backgrounds but not the colours a caption asks for. Here every generator block modulates
+its normalised features with a per-channel scale and shift computed from the sentence
+embedding (DF-GAN's text affine, Tao et al. 2022, on BigGAN's conditional BatchNorm), and the
+discriminator judges the image
+against the caption both through DF-GAN's joint convolution over [features, text] and through
+a projection term <embed(text), features> (Miyato & Koyama 2018) that scores the match
+directly.
+"""
+
+import keras
+from keras import layers, ops
+
+from t2igan.models.blocks import BatchNorm, batch_spread_channel, pyramid_levels, scaled_channels
+
+FUSION_NORMS = ("spectral", "none")
+
+
+def text_scale(text_dim: int) -> float:
+    """Sentence encoders such as all-MiniLM-L6-v2 return unit-length vectors, whose entries
+    (~1/sqrt(T)) would be drowned by N(0, 1) noise next to them; scaled by sqrt(T) each entry
+    has unit variance, like the noise."""
+    return float(text_dim) ** 0.5
+
+
+@keras.saving.register_keras_serializable(package="t2igan")
+class TextAffine(layers.Layer):
+    """DF-GAN's affine fusion: features * gamma(condition) + beta(condition), per channel.
+
+    `condition` (B, K) -> gamma, beta (B, C) by two small MLPs whose last layers start at
+    gamma = 1, beta = 0, so a fresh block passes its features through unchanged.
+    """
+
+    def __init__(self, channels: int, hidden: int, **kwargs):
+        super().__init__(**kwargs)
+        self.channels, self.hidden = channels, hidden
+        self.gamma = keras.Sequential([
+            layers.Dense(hidden, activation="relu"),
+            layers.Dense(channels, kernel_initializer="zeros", bias_initializer="ones"),
+        ], name="gamma")  # fmt: skip
+        self.beta = keras.Sequential([
+            layers.Dense(hidden, activation="relu"),
+            layers.Dense(channels, kernel_initializer="zeros", bias_initializer="zeros"),
+        ], name="beta")  # fmt: skip
+
+    def call(self, features, condition):
+        gamma = ops.cast(self.gamma(condition), features.dtype)[:, None, None, :]
+        beta = ops.cast(self.beta(condition), features.dtype)[:, None, None, :]
+        return features * gamma + beta
+
+    def compute_output_shape(self, features_shape, condition_shape):
+        return features_shape
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels, "hidden": self.hidden}
+
+
+def build_fusion_generator(
+    *,
+    text_dim: int = 384,
+    noise_dim: int = 100,
+    condition_dim: int = 128,
+    image_size: int = 64,
+    base_channels: int = 1024,
+    width: float = 1.0,
+    seed: int | None = None,
+    name: str = "generator",
+) -> keras.Model:
+    """A generator whose every block is steered by the caption (conditional BatchNorm).
+
+    `[noise, text]` is projected to a 4x4 map of `base_channels` * `width` channels; each
+    block upsamples 2x (nearest), convolves 3x3, normalises with BatchNorm and then applies a
+    per-channel scale and shift computed from `[noise, text]` (`TextAffine`, DF-GAN's fusion; the
+    BatchNorm keeps the activations' scale in check, as BigGAN's conditional BatchNorm does),
+    then ReLU. Channels halve per block; a 3x3 convolution makes RGB. The text is scaled by
+    `text_scale`; `condition_dim` is the width of the text-affine MLPs' hidden layer. There is
+    no conditioning augmentation: the returned mu and log_sigma are zeros, so the KL term is 0.
+
+    Inputs `[noise (B, noise_dim), text_embeddings (B, text_dim)]`; outputs
+    `[images (B, S, S, 3) in [-1, 1], mu (B, 1), log_sigma (B, 1)]`. `seed` is unused (the
+    layers initialise from Keras' global seed) and kept for a common signature.
+    """
+    del seed
+    levels = pyramid_levels(image_size)
+    noise = keras.Input((noise_dim,), name="noise")
+    text_embeddings = keras.Input((text_dim,), name="text_embeddings")
+    text = layers.Rescaling(text_scale(text_dim), name="text_scale")(text_embeddings)
+
+    # DF-GAN's condition: noise beside the text in every block, so that noise keeps shaping the
+    # image at every resolution (with the text alone there, each caption collapses to one image).
+    condition = layers.Concatenate(name="condition")([noise, text])
+    channels = scaled_channels(base_channels, width)
+    x = layers.Dense(4 * 4 * channels, use_bias=False, name="project")(condition)
+    x = layers.Reshape((4, 4, channels))(x)
+    x = BatchNorm(name="project_norm")(x)
+    x = layers.ReLU()(x)
+    for level in range(1, levels + 1):
+        x = layers.UpSampling2D(2, name=f"up{level}")(x)
+        x = layers.Conv2D(scaled_channels(base_channels >> level, width), 3, padding="same",
+                          use_bias=False, name=f"conv{level}")(x)  # fmt: skip
+        x = BatchNorm(center=False, scale=False, name=f"conv{level}_norm")(x)
+        x = TextAffine(x.shape[-1], condition_dim, name=f"conv{level}_text")(x, condition)
+        x = layers.ReLU()(x)
+    images = layers.Conv2D(
+        3, 3, padding="same", activation="tanh", name="to_rgb", dtype="float32"
+    )(x)  # fmt: skip
+    no_kl = ops.zeros_like(noise[:, :1])
+    return keras.Model([noise, text_embeddings], [images, no_kl, no_kl], name=name)
+
+
+@keras.saving.register_keras_serializable(package="t2igan")
+class FusionDiscriminator(keras.Model):
+    """DF-GAN's residual discriminator with a projection term, split where the text joins.
+
+    `encode`: (B, S, S, 3) in [-1, 1] -> (B, 4, 4, C) through residual downsampling blocks
+    (conv4x4/2 -> conv3x3 beside an average-pooled 1x1 shortcut, the residual scaled by a
+    learned gate that starts at 0). `judge`: features and (B, text_dim) embeddings -> (B, 1)
+    logits = joint(features, text) + <project(text), sum-pooled features>. The joint head is
+    DF-GAN's conv3x3 over [features, text tiled over 4x4], then a dense logit after `dropout`.
+
+    `norm` is "spectral" (spectral normalisation of every conv and dense weight) or "none";
+    `minibatch_std` adds ProGAN's batch-spread channel to the joint head. `augment` is only
+    "flip" (horizontal) or nothing, as in the StackGAN discriminator.
+    """
+
+    def __init__(
+        self,
+        *,
+        text_dim: int = 384,
+        image_size: int = 64,
+        base_channels: int = 64,
+        width: float = 1.0,
+        dropout: float = 0.0,
+        augment: tuple[str, ...] = ("flip",),
+        norm: str = "spectral",
+        minibatch_std: bool = False,
+        seed: int | None = None,
+        name: str = "discriminator",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        if norm not in FUSION_NORMS:
+            raise ValueError(f"the fusion discriminator takes norm in {FUSION_NORMS}, got {norm!r}")
+        if set(augment) - {"flip"}:
+            raise ValueError(f"unknown augmentation {sorted(set(augment) - {'flip'})}; known: ['flip']")
+        self.norm, self.minibatch_std = norm, minibatch_std
+        self.text_dim, self.image_size = text_dim, image_size
+        levels = pyramid_levels(image_size)
+        self.feature_size = image_size >> levels
+        self.augmentation = keras.Sequential(
+            [layers.RandomFlip("horizontal", seed=seed)] if "flip" in augment else [layers.Identity()],
+            name="augmentation",
+        )
+
+        def channels(level: int) -> int:
+            return scaled_channels(base_channels << min(level, 3), width)
+
+        images = keras.Input((image_size, image_size, 3))
+        x = self._spectral(layers.Conv2D(channels(0), 3, padding="same", name="from_rgb"))(images)
+        for level in range(levels):
+            x = self._down_block(x, channels(level + 1), name=f"down{level + 1}")
+        self.image_encoder = keras.Model(images, x, name="image_encoder")
+        feature_channels = x.shape[-1]
+
+        self.joint = keras.Sequential([
+            keras.Input((self.feature_size, self.feature_size,
+                         feature_channels + text_dim + int(minibatch_std))),
+            self._spectral(layers.Conv2D(feature_channels, 3, padding="same", name="joint")),
+            layers.LeakyReLU(0.2),
+            layers.Flatten(),
+            layers.Dropout(dropout, seed=seed),
+            self._spectral(layers.Dense(1, name="logit", dtype="float32")),
+        ], name="joint")  # fmt: skip
+        self.projection = self._spectral(
+            layers.Dense(feature_channels, use_bias=False, name="projection", dtype="float32")
+        )
+        self((ops.zeros((1, image_size, image_size, 3)), ops.zeros((1, text_dim))))
+
+    def _spectral(self, layer):
+        if self.norm != "spectral":
+            return layer
+        return layers.SpectralNormalization(layer, name=f"{layer.name}_sn", dtype=layer.dtype_policy)
+
+    def _down_block(self, x, out_channels: int, name: str):
+        residual = layers.LeakyReLU(0.2)(x)
+        residual = self._spectral(layers.Conv2D(out_channels, 4, strides=2, padding="same",
+                                                name=f"{name}_conv1"))(residual)  # fmt: skip
+        residual = layers.LeakyReLU(0.2)(residual)
+        residual = self._spectral(layers.Conv2D(out_channels, 3, padding="same", name=f"{name}_conv2"))(residual)
+        residual = Gate(name=f"{name}_gate")(residual)
+        shortcut = layers.AveragePooling2D(2)(x)
+        if x.shape[-1] != out_channels:
+            shortcut = self._spectral(layers.Conv2D(out_channels, 1, name=f"{name}_shortcut"))(shortcut)
+        return layers.Add(name=name)([shortcut, residual])
+
+    def encode(self, images, training=None):
+        """(B, S, S, 3) in [-1, 1] -> image features (B, 4, 4, C)."""
+        return self.image_encoder(self.augmentation(images, training=training), training=training)
+
+    def judge(self, features, text_embeddings, training=None):
+        """Image features (B, 4, 4, C) and (B, text_dim) embeddings -> (B, 1) float32 logits."""
+        text = ops.cast(text_embeddings * text_scale(self.text_dim), features.dtype)
+        grid = ops.tile(text[:, None, None, :], (1, self.feature_size, self.feature_size, 1))
+        joined = [features, grid]
+        if self.minibatch_std:
+            joined.append(batch_spread_channel(features))
+        joint = self.joint(ops.concatenate(joined, axis=-1), training=training)
+        pooled = ops.sum(ops.cast(features, "float32"), axis=(1, 2))
+        projected = self.projection(ops.cast(text, "float32"), training=training)
+        return joint + ops.sum(pooled * projected, axis=-1, keepdims=True)
+
+    def call(self, inputs, training=None):
+        images, text_embeddings = inputs
+        return self.judge(self.encode(images, training=training), text_embeddings, training=training)
+
+
+@keras.saving.register_keras_serializable(package="t2igan")
+class Gate(layers.Layer):
+    """Multiplies its input by a learned scalar that starts at 0 (DF-GAN's residual gamma), so
+    each residual block starts as its shortcut."""
+
+    def build(self, input_shape):
+        self.gate = self.add_weight(shape=(), initializer="zeros", name="gate")
+
+    def call(self, x):
+        return x * ops.cast(self.gate, x.dtype)
