@@ -15,7 +15,7 @@ ARGS ?=
 
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help install train test bench ui clean
+.PHONY: help install train test bench study ui clean
 
 help: ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ test: $(STAMP) ## Run the test suite (CPU, a few minutes)
 
 bench: $(STAMP) ## Print training and generation throughput (images/s)
 	$(PY) -m t2igan.bench $(ARGS)
+
+study: $(STAMP) ## Convergence study: recipes x seeds on toybirds, resumable (an hour or more)
+	$(PY) -m t2igan.study $(ARGS)
 
 ui: $(STAMP) ## MLflow UI for the local runs on http://127.0.0.1:5000
 	$(PY) -m mlflow ui --backend-store-uri sqlite:///$(abspath $(or $(T2IGAN_ROOT),$(CURDIR)))/mlflow.db --host 127.0.0.1 --port 5000

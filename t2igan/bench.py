@@ -16,7 +16,7 @@ import numpy as np
 import t2igan  # noqa: F401  (pins the Keras backend)
 
 DEFAULTS = dict(
-    image_size=64, noise_dim=100, condition_dim=128, text_dim=384, generator_channels=1024,
+    architecture="stackgan", image_size=64, noise_dim=100, condition_dim=128, text_dim=384, generator_channels=1024,
     discriminator_channels=64, dropout=0.0, augment=["flip"], loss="bce", kl_weight=2.0,
     wrong_weight=0.5, real_label=1.0, ema_decay=0.999, d_norm="batch", minibatch_std=False, g_lr=2e-4, d_lr=2e-4, beta_1=0.5,
     beta_2=0.999,

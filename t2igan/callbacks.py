@@ -169,3 +169,97 @@ class Checkpointer(_EveryN):
 
     def act(self, step: int, logs: dict) -> None:
         self.save(step)
+
+
+class Evaluation(_EveryN):
+    """Every `every` steps and at the end: `evaluate(generate)` on the EMA generator, e.g. the
+    toybirds judge's metrics, logged to the tracker and added to `logger.latest` (so they can
+    be the run's objective and are saved with the checkpoint). `latest` holds the last values."""
+
+    at_end = True
+
+    def __init__(self, tracker, every: int, evaluate: Callable, logger: MetricLogger):
+        super().__init__(every)
+        self.tracker = tracker
+        self.evaluate = evaluate
+        self.logger = logger
+        self.latest: dict[str, float] = {}
+
+    def act(self, step: int, logs: dict) -> None:
+        self.latest = {name: float(value) for name, value in self.evaluate(self.model.generate).items()}
+        self.logger.latest.update(self.latest)
+        self.tracker.log_metrics(self.latest, step=step)
+
+
+class BalanceControl(keras.callbacks.Callback):
+    """Runs the controllers that adapt training between steps and writes their output into the
+    variables the step reads.
+
+    `ada` (an AdaController or None): every `ada_interval` steps, from the mean sign of D's
+    real logits since its last update, sets the augmentation probability.
+    `auto` (an AutoBalance or None): each time `logger` logs, from its interval means, sets D's
+    learning rate to `base_d_lr` times the controller's scale.
+    """
+
+    def __init__(self, *, ada=None, ada_interval: int = 4, auto=None, base_d_lr: float = 0.0,
+                 logger: MetricLogger | None = None):
+        super().__init__()
+        self.ada, self.ada_interval = ada, ada_interval
+        self.auto, self.base_d_lr, self.logger = auto, base_d_lr, logger
+        self._last_logged = None
+
+    def on_train_begin(self, logs=None):
+        # The variables are the state (checkpointed); a resumed run's controllers start there.
+        gan = self.model
+        self._ada_step = gan.step
+        if self.ada is not None:
+            self.ada.p = float(gan.augment_probability.numpy())
+            gan.ada_signal.reset_state()
+        if self.auto is not None:
+            self.auto.value = float(gan.d_optimizer.learning_rate.numpy()) / self.base_d_lr
+            self._last_logged = self.logger.last_step
+
+    def on_train_batch_end(self, batch, logs=None):
+        gan, step = self.model, self.model.step
+        if self.ada is not None and step // self.ada_interval > self._ada_step // self.ada_interval:
+            self._ada_step = step
+            gan.augment_probability.assign(self.ada.update(float(gan.ada_signal.result())))
+            gan.ada_signal.reset_state()
+        if self.auto is not None and self.logger.last_step != self._last_logged:
+            self._last_logged = self.logger.last_step
+            gan.d_optimizer.learning_rate.assign(self.base_d_lr * self.auto.update(self.logger.latest))
+
+
+class CollapseWatch(keras.callbacks.Callback):
+    """Stops a run that has failed, as `detector` (a CollapseDetector) decides from each
+    logged interval's means plus the evaluation that ran in that interval, if any.
+
+    The reason (one line) is kept in `reason`, tagged on the tracking run as
+    `collapse_reason`, and printed.
+    """
+
+    def __init__(self, detector, tracker, logger: MetricLogger, evaluation: Evaluation | None):
+        super().__init__()
+        self.detector, self.tracker = detector, tracker
+        self.logger, self.evaluation = logger, evaluation
+        self.reason: str | None = None
+        self._last_logged = None
+
+    def on_train_begin(self, logs=None):
+        self._last_logged = self.logger.last_step  # the logger's on_train_begin ran first
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.logger.last_step
+        if self.reason is not None or step == self._last_logged:
+            return
+        self._last_logged = step
+        signals = dict(self.logger.latest)
+        fresh = self.evaluation is not None and self.evaluation.last_step == step
+        signals = {name: value for name, value in signals.items() if not name.startswith("eval/")}
+        if fresh:
+            signals.update(self.evaluation.latest)
+        self.reason = self.detector.update(step, signals)
+        if self.reason is not None:
+            print(f"stopping: {self.reason}")
+            self.tracker.set_tags({"collapse_reason": self.reason})
+            self.model.stop_training = True

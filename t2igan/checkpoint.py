@@ -30,7 +30,7 @@ def variable_groups(gan) -> dict[str, list]:
         "discriminator": gan.discriminator.variables,
         "g_optimizer": gan.g_optimizer.variables,
         "d_optimizer": gan.d_optimizer.variables,
-        "gan": [gan.seed_generator.state],
+        "gan": gan.state_variables,
     }
 
 

@@ -11,7 +11,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from t2igan.errors import UserError
 from t2igan.gan import METRIC_NAMES
+from t2igan.augment import POLICIES
 from t2igan.losses import LOSS_KINDS
+from t2igan.models import ARCHITECTURE_NORMS, ARCHITECTURES
 from t2igan.models.discriminator import AUGMENTATIONS, NORMS
 
 
@@ -71,9 +73,24 @@ def _augmentations(value):
         return f"must be a list drawn from {list(AUGMENTATIONS)}"
 
 
+def _policies(value):
+    if not isinstance(value, list) or any(name not in POLICIES for name in value):
+        return f"must be a list drawn from {list(POLICIES)}"
+
+
+def _optional(check: Callable) -> Callable:
+    def optional(value):
+        return None if value is None else check(value)
+
+    return optional
+
+
 # What train() can return: a training metric, averaged over the last log interval.
-OBJECTIVES = (*METRIC_NAMES, "perf/images_per_second")
+# The judge's metrics (t2igan.metrics.toybirds), computed every trainer.eval_every steps.
+EVAL_METRICS = ("eval/attr_acc", "eval/diversity", "eval/fd_judge")
+OBJECTIVES = (*METRIC_NAMES, "perf/images_per_second", *EVAL_METRICS)
 POSITIVE = _integer(1)
+NON_NEGATIVE = _number(0.0, 1e6)
 RATE = _number(0.0, 1.0, high_open=True)
 LEARNING_RATE = _number(0.0, 1.0, low_open=True)
 
@@ -89,7 +106,8 @@ SCHEMA: dict[str, dict[str, Callable]] = {
         "offline": _boolean, "cache_dir": _text,
     },
     "model": {
-        "name": _text, "image_size": _image_size, "noise_dim": POSITIVE, "condition_dim": POSITIVE,
+        "name": _text, "architecture": _choice(*ARCHITECTURES), "image_size": _image_size,
+        "noise_dim": POSITIVE, "condition_dim": POSITIVE,
         "text_dim": POSITIVE, "width": _number(0.0, 16.0, low_open=True),
         "generator_channels": POSITIVE, "discriminator_channels": POSITIVE,
         "dropout": RATE, "augment": _augmentations,
@@ -101,8 +119,13 @@ SCHEMA: dict[str, dict[str, Callable]] = {
     "balance": {
         "name": _text, "loss": _choice(*LOSS_KINDS), "kl_weight": _number(0.0, 1e6),
         "wrong_weight": _number(0.0, 1.0), "real_label": _number(0.0, 1.0, low_open=True),
-        "ema_decay": RATE, "d_norm": _choice(*NORMS),
-        "minibatch_std": _boolean,
+        "ema_decay": RATE, "d_norm": _choice(*NORMS), "minibatch_std": _boolean,
+        "n_critic": POSITIVE, "ma_gp_weight": NON_NEGATIVE, "ma_gp_power": _number(1.0, 16.0),
+        "r1_gamma": NON_NEGATIVE, "r1_every": POSITIVE, "lecam_weight": NON_NEGATIVE,
+        "instance_noise": _number(0.0, 2.0), "diffaugment": _policies,
+        "augment_p": _number(0.0, 1.0), "ada_target": _optional(_number(-1.0, 1.0, low_open=True, high_open=True)),
+        "ada_kimg": _number(0.0, 1e6, low_open=True), "auto_balance": _boolean,
+        "mode_seeking_weight": NON_NEGATIVE,
     },
     "trainer": {
         "steps": POSITIVE, "batch_size": _integer(2), "log_every": POSITIVE,
@@ -110,6 +133,7 @@ SCHEMA: dict[str, dict[str, Callable]] = {
         "sample_noises": POSITIVE, "steps_per_execution": POSITIVE,
         "precision": _choice("float32", "mixed_bfloat16"), "jit_compile": _boolean,
         "run_name": _optional_text, "resume": _boolean, "objective": _text, "progress": _boolean,
+        "eval_every": _integer(0), "collapse_patience": _integer(0),
     },
     "tracking": {
         "enabled": _boolean, "uri": _optional_text, "experiment": _text, "log_checkpoint": _boolean,
@@ -157,6 +181,11 @@ def _cross_checks(config: dict) -> list[str]:
         )
     if model.get("text_dim") != config.get("text", {}).get("dim"):
         found.append("model.text_dim must equal text.dim")
+    balance = config.get("balance", {})
+    norms = ARCHITECTURE_NORMS.get(model.get("architecture"), NORMS)
+    if balance.get("d_norm") in NORMS and balance["d_norm"] not in norms:
+        found.append(f"balance.d_norm={balance['d_norm']} does not apply to model.architecture="
+                     f"{model.get('architecture')} (it takes {', '.join(norms)})")
     if trainer.get("precision") == "mixed_bfloat16" and config.get("balance", {}).get("d_norm") == "spectral":
         # Keras' SpectralNormalization writes the normalised kernel back in the compute dtype,
         # which would round D's weights to bfloat16 every step.
@@ -168,6 +197,12 @@ def _cross_checks(config: dict) -> list[str]:
             f"trainer.objective: unknown metric {trainer.get('objective')!r} "
             f"(known: {', '.join(OBJECTIVES)})"
         )
+    if str(trainer.get("objective")).startswith("eval/") and not trainer.get("eval_every"):
+        found.append(f"trainer.objective={trainer['objective']} needs trainer.eval_every > 0")
+    if str(trainer.get("objective")).startswith("eval/") and data.get("name") != "toybirds":
+        found.append(f"trainer.objective={trainer['objective']} is a toybirds judge metric")
+    if balance.get("mode_seeking_weight") and isinstance(trainer.get("batch_size"), int) and trainer["batch_size"] % 2:
+        found.append("balance.mode_seeking_weight > 0 pairs the batch in halves: trainer.batch_size must be even")
     batch_size = trainer.get("batch_size")
     if isinstance(batch_size, int) and isinstance(data.get("num_train"), int):
         if batch_size > data["num_train"]:

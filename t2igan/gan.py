@@ -1,17 +1,54 @@
 """The text-to-image GAN as one keras.Model: G, D, an EMA copy of G, and the training step."""
 
+from dataclasses import dataclass, fields
+
 import keras
 import tensorflow as tf
 from keras import ops
 
 from t2igan import losses
+from t2igan.augment import augment_images, instance_noise
+from t2igan.regularizers import LeCamAnchors, lecam_penalty, matching_aware_gradient_penalty, r1_penalty
 
 METRIC_NAMES = (
     "d/real", "d/fake", "d/wrong", "d/total",
-    "g/adv", "g/kl", "g/total",
-    "d_score/real", "d_score/fake", "d_score/wrong",
+    "g/adv", "g/kl", "g/mode_seeking", "g/total",
+    "d_score/real", "d_score/fake", "d_score/wrong", "d_sign/real",
+    "d/ma_gp", "d/r1", "d/lecam",
     "grad_norm/d", "grad_norm/g",
+    "balance/augment_p", "balance/d_lr",
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Balance:
+    """The knobs that keep D and G in balance: the `balance` config group's values.
+
+    The defaults are StackGAN's recipe with every extra off (conf/balance/stackgan.yaml,
+    which a test keeps equal to these). Weights of 0, an empty `diffaugment` and a null
+    `ada_target` switch a mechanism off. See conf/balance/stackgan.yaml for one line on each.
+    """
+
+    loss: str = "bce"
+    kl_weight: float = 2.0
+    wrong_weight: float = 0.5
+    real_label: float = 1.0
+    ema_decay: float = 0.999
+    d_norm: str = "batch"
+    minibatch_std: bool = False
+    n_critic: int = 1
+    ma_gp_weight: float = 0.0
+    ma_gp_power: float = 6.0
+    r1_gamma: float = 0.0
+    r1_every: int = 16
+    lecam_weight: float = 0.0
+    instance_noise: float = 0.0
+    diffaugment: tuple[str, ...] = ()
+    augment_p: float = 1.0
+    ada_target: float | None = None
+    ada_kimg: float = 100.0
+    auto_balance: bool = False
+    mode_seeking_weight: float = 0.0
 
 
 class TextToImageGAN(keras.Model):
@@ -19,12 +56,16 @@ class TextToImageGAN(keras.Model):
 
     Each `train_step` takes a batch `(real_images (B, S, S, 3) in [-1, 1], text_embeddings
     (B, T))`, pairs every image with the caption of its neighbour in the batch for the
-    mismatched term, and makes one discriminator update followed by one generator update.
-    G runs once per step: D is updated on the detached fakes, then judges the same fakes again
-    for G's loss. Metrics are running means that the logging callback resets each interval.
+    mismatched term, and makes `balance.n_critic` discriminator updates followed by one
+    generator update. G runs once per D update: the last D update sees the detached fakes that
+    D then judges again for G's loss. Every D input -- real, fake, mismatched, in both
+    updates -- passes through `_discriminate`, the one place augmentation and instance noise
+    are applied. Metrics are running means that the logging callback resets each interval.
 
-    `ema_decay` is the per-step decay of the generator EMA used for samples (0 copies G);
-    it ramps up from 0 over the first steps, as in StyleGAN, so early samples are not stale.
+    `augment_probability` and D's learning rate are variables that controllers (ADA,
+    automatic balancing) change between steps; `ada_signal` accumulates mean sign(D(real))
+    for ADA independently of the logging interval. The EMA of G (decay `balance.ema_decay`,
+    0 copies G) ramps up over the first steps, as in StyleGAN, so early samples are not stale.
     """
 
     def __init__(
@@ -34,11 +75,7 @@ class TextToImageGAN(keras.Model):
         discriminator: keras.Model,
         *,
         noise_dim: int = 100,
-        loss_kind: str = "bce",
-        kl_weight: float = 2.0,
-        wrong_weight: float = 0.5,
-        real_label: float = 1.0,
-        ema_decay: float = 0.999,
+        balance: Balance = Balance(),
         seed: int | None = None,
         **kwargs,
     ):
@@ -47,12 +84,14 @@ class TextToImageGAN(keras.Model):
         self.generator_ema = generator_ema
         self.discriminator = discriminator
         self.noise_dim = noise_dim
-        self.loss_kind = loss_kind
-        self.kl_weight = kl_weight
-        self.wrong_weight = wrong_weight
-        self.real_label = real_label
-        self.ema_decay = ema_decay
+        self.balance = balance
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.augment_seed_generator = keras.random.SeedGenerator(None if seed is None else seed + 1)
+        self.augment_probability = keras.Variable(
+            balance.augment_p, dtype="float32", trainable=False, name="augment_probability"
+        )
+        self.lecam_anchors = LeCamAnchors()
+        self.ada_signal = keras.metrics.Mean(name="ada_signal")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES}
         for ema_weight, weight in zip(generator_ema.weights, generator.weights):
             ema_weight.assign(weight)
@@ -70,6 +109,12 @@ class TextToImageGAN(keras.Model):
         return list(self.trackers.values())
 
     @property
+    def state_variables(self) -> list:
+        """Training state outside the networks and optimizers: random and controller state."""
+        return [self.seed_generator.state, self.augment_seed_generator.state,
+                self.augment_probability, *self.lecam_anchors.variables]  # fmt: skip
+
+    @property
     def step(self) -> int:
         """Training steps done (generator updates), restored with the optimizer state."""
         return int(self.g_optimizer.iterations.numpy())
@@ -84,65 +129,132 @@ class TextToImageGAN(keras.Model):
         return generator([noise, text_embeddings], training=False)[0]
 
     def _discriminate(self, images, *text_embeddings):
-        """D's logits for `images` against each embedding batch; the images are encoded once."""
+        """D's logits for `images` against each embedding batch; the images are augmented and
+        encoded once. The only way D is run in training, so every input is treated alike."""
+        images = augment_images(
+            images, policy=self.balance.diffaugment, probability=self.augment_probability,
+            seed_generator=self.augment_seed_generator,
+        )  # fmt: skip
+        images = instance_noise(images, self.balance.instance_noise, self.augment_seed_generator)
         features = self.discriminator.encode(images, training=True)
         return [self.discriminator.judge(features, text, training=True) for text in text_embeddings]
+
+    def _critic(self, images, text_embeddings):
+        (logits,) = self._discriminate(images, text_embeddings)
+        return logits
 
     def train_step(self, data):
         real_images, text_embeddings = (ops.convert_to_tensor(x) for x in data)
         batch_size = ops.shape(real_images)[0]
         mismatched_embeddings = ops.roll(text_embeddings, shift=1, axis=0)
-        noise = keras.random.normal((batch_size, self.noise_dim), seed=self.seed_generator)
 
+        for _ in range(self.balance.n_critic - 1):
+            noise = keras.random.normal((batch_size, self.noise_dim), seed=self.seed_generator)
+            fake_embeddings = self._fake_captions(text_embeddings)
+            fake_images = self.generator([noise, fake_embeddings], training=True)[0]
+            self._discriminator_update(
+                real_images, ops.stop_gradient(fake_images), text_embeddings,
+                mismatched_embeddings, fake_embeddings,
+            )  # fmt: skip
+        noise = keras.random.normal((batch_size, self.noise_dim), seed=self.seed_generator)
+        fake_embeddings = self._fake_captions(text_embeddings)
         with tf.GradientTape() as g_tape:
-            fake_images, mu, log_sigma = self.generator([noise, text_embeddings], training=True)
+            fake_images, mu, log_sigma = self.generator([noise, fake_embeddings], training=True)
             with g_tape.stop_recording():
-                d_terms, d_scores, d_grad_norm = self._discriminator_update(
-                    real_images, ops.stop_gradient(fake_images), text_embeddings, mismatched_embeddings
-                )
-            (fake_logits,) = self._discriminate(fake_images, text_embeddings)
+                d_values = self._discriminator_update(
+                    real_images, ops.stop_gradient(fake_images), text_embeddings,
+                    mismatched_embeddings, fake_embeddings,
+                )  # fmt: skip
+            (fake_logits,) = self._discriminate(fake_images, fake_embeddings)
             g_terms = losses.generator_loss(
-                fake_logits, mu, log_sigma, kind=self.loss_kind, kl_weight=self.kl_weight
+                fake_logits, mu, log_sigma, kind=self.balance.loss, kl_weight=self.balance.kl_weight
             )
+            g_terms["g/mode_seeking"] = ops.zeros((), "float32")
+            if self.balance.mode_seeking_weight > 0:
+                images_a, images_b = ops.split(fake_images, 2, axis=0)
+                noise_a, noise_b = ops.split(noise, 2, axis=0)
+                g_terms["g/mode_seeking"] = losses.mode_seeking_loss(images_a, images_b, noise_a, noise_b)
+                g_terms["g/total"] += self.balance.mode_seeking_weight * g_terms["g/mode_seeking"]
         g_variables = self.generator.trainable_variables
         g_grads = g_tape.gradient(g_terms["g/total"], g_variables)
         self.g_optimizer.apply(g_grads, g_variables)
         self._update_ema()
 
-        values = {**d_terms, **g_terms, **d_scores}
-        values["grad_norm/d"] = d_grad_norm
+        values = {**d_values, **g_terms}
         values["grad_norm/g"] = tf.linalg.global_norm(g_grads)
+        values["balance/augment_p"] = self.augment_probability
+        values["balance/d_lr"] = self.d_optimizer.learning_rate
         for name, value in values.items():
             self.trackers[name].update_state(value)
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
-    def _discriminator_update(self, real_images, fake_images, text_embeddings, mismatched_embeddings):
+    def _fake_captions(self, text_embeddings):
+        """The captions G draws for: the batch's own, or with mode seeking its first half twice,
+        so each of those captions gets two images from different noise (B must be even)."""
+        if self.balance.mode_seeking_weight <= 0:
+            return text_embeddings
+        first_half = text_embeddings[: ops.shape(text_embeddings)[0] // 2]
+        return ops.concatenate([first_half, first_half], axis=0)
+
+    def _discriminator_update(self, real_images, fake_images, text_embeddings, mismatched_embeddings,
+                              fake_embeddings):
+        """One D update; returns its loss terms, scores and gradient norm by metric name."""
+        balance = self.balance
         d_variables = self.discriminator.trainable_variables
         with tf.GradientTape() as d_tape:
             real_logits, wrong_logits = self._discriminate(
                 real_images, text_embeddings, mismatched_embeddings
             )
-            (fake_logits,) = self._discriminate(fake_images, text_embeddings)
+            (fake_logits,) = self._discriminate(fake_images, fake_embeddings)
             d_terms = losses.discriminator_loss(
-                real_logits,
-                fake_logits,
-                wrong_logits,
-                kind=self.loss_kind,
-                wrong_weight=self.wrong_weight,
-                real_label=self.real_label,
-            )
-        d_grads = d_tape.gradient(d_terms["d/total"], d_variables)
+                real_logits, fake_logits, wrong_logits, kind=balance.loss,
+                wrong_weight=balance.wrong_weight, real_label=balance.real_label,
+            )  # fmt: skip
+            d_terms.update(self._regularizers(real_images, text_embeddings, real_logits, fake_logits))
+            total = d_terms["d/total"] + d_terms["d/ma_gp"] + d_terms["d/r1"] + d_terms["d/lecam"]
+        d_grads = d_tape.gradient(total, d_variables)
         self.d_optimizer.apply(d_grads, d_variables)
-        d_scores = {
+        real_signs = ops.mean(ops.sign(ops.cast(real_logits, "float32")))
+        self.ada_signal.update_state(real_signs)
+        return {
+            **d_terms,
             "d_score/real": ops.mean(ops.sigmoid(real_logits)),
             "d_score/fake": ops.mean(ops.sigmoid(fake_logits)),
             "d_score/wrong": ops.mean(ops.sigmoid(wrong_logits)),
+            "d_sign/real": real_signs,
+            "grad_norm/d": tf.linalg.global_norm(d_grads),
         }
-        return d_terms, d_scores, tf.linalg.global_norm(d_grads)
+
+    def _regularizers(self, real_images, text_embeddings, real_logits, fake_logits) -> dict:
+        """The weighted D regularisers that are switched on; 0 for the others."""
+        balance = self.balance
+        zero = ops.zeros((), "float32")
+        terms = {"d/ma_gp": zero, "d/r1": zero, "d/lecam": zero}
+        if balance.ma_gp_weight > 0:
+            terms["d/ma_gp"] = matching_aware_gradient_penalty(
+                self._critic, real_images, text_embeddings,
+                weight=balance.ma_gp_weight, power=balance.ma_gp_power,
+            )  # fmt: skip
+        if balance.r1_gamma > 0:
+            # Lazy R1 (StyleGAN2): every r1_every-th D update, scaled by r1_every.
+            due = ops.equal(ops.mod(self.d_optimizer.iterations, balance.r1_every), 0)
+            terms["d/r1"] = ops.cond(
+                due,
+                lambda: balance.r1_every * r1_penalty(
+                    self._critic, real_images, text_embeddings, gamma=balance.r1_gamma
+                ),
+                lambda: zero,
+            )  # fmt: skip
+        if balance.lecam_weight > 0:
+            self.lecam_anchors.update(real_logits, fake_logits)
+            terms["d/lecam"] = balance.lecam_weight * lecam_penalty(
+                real_logits, fake_logits, self.lecam_anchors.ema_real, self.lecam_anchors.ema_fake
+            )
+        return terms
 
     def _update_ema(self):
         step = ops.cast(self.g_optimizer.iterations, "float32")
-        decay = ops.minimum(self.ema_decay, (1.0 + step) / (10.0 + step))
+        decay = ops.minimum(self.balance.ema_decay, (1.0 + step) / (10.0 + step))
         for ema_weight, weight in zip(self.generator_ema.trainable_weights, self.generator.trainable_weights):
             ema_weight.assign(decay * ema_weight + (1.0 - decay) * weight)
         # BatchNorm statistics are copied, not averaged: they describe G's current activations.
@@ -152,6 +264,7 @@ class TextToImageGAN(keras.Model):
 
 def build_gan(
     *,
+    architecture: str,
     image_size: int,
     noise_dim: int,
     condition_dim: int,
@@ -161,13 +274,6 @@ def build_gan(
     discriminator_channels: int,
     dropout: float,
     augment: list[str],
-    loss: str,
-    kl_weight: float,
-    wrong_weight: float,
-    real_label: float,
-    ema_decay: float,
-    d_norm: str,
-    minibatch_std: bool,
     g_lr: float,
     d_lr: float,
     beta_1: float,
@@ -175,32 +281,35 @@ def build_gan(
     seed: int | None = None,
     jit_compile: bool = False,
     steps_per_execution: int = 1,
+    **balance,
 ) -> TextToImageGAN:
     """A compiled GAN from the `model`, `balance` and `optim` groups' plain values.
 
-    Learning rates and betas configure one Adam optimizer per network; `jit_compile` and
-    `steps_per_execution` go to `keras.Model.compile`.
+    `balance` holds the fields of `Balance` (unknown names are an error). Learning rates and
+    betas configure one Adam optimizer per network; `jit_compile` and `steps_per_execution`
+    go to `keras.Model.compile`.
     """
-    from t2igan.models import build_discriminator, build_generator
+    unknown = set(balance) - {field.name for field in fields(Balance)}
+    if unknown:
+        raise TypeError(f"unknown balance options {sorted(unknown)}")
+    balance = Balance(**{**balance, "diffaugment": tuple(balance.get("diffaugment", ()))})
+    from t2igan.models import make_discriminator, make_generator
 
     generator_args = dict(
         text_dim=text_dim, noise_dim=noise_dim, condition_dim=condition_dim,
-        image_size=image_size, base_channels=generator_channels, width=width,
+        image_size=image_size, generator_channels=generator_channels, width=width,
     )  # fmt: skip
     gan = TextToImageGAN(
-        build_generator(**generator_args, seed=seed),
-        build_generator(**generator_args, name="generator_ema"),
-        build_discriminator(
-            text_dim=text_dim, condition_dim=condition_dim, image_size=image_size,
-            base_channels=discriminator_channels, width=width, dropout=dropout,
-            augment=tuple(augment), norm=d_norm, minibatch_std=minibatch_std, seed=seed,
+        make_generator(architecture, **generator_args, seed=seed),
+        make_generator(architecture, **generator_args, name="generator_ema"),
+        make_discriminator(
+            architecture, text_dim=text_dim, condition_dim=condition_dim, image_size=image_size,
+            discriminator_channels=discriminator_channels, width=width, dropout=dropout,
+            augment=tuple(augment), norm=balance.d_norm, minibatch_std=balance.minibatch_std,
+            seed=seed,
         ),  # fmt: skip
         noise_dim=noise_dim,
-        loss_kind=loss,
-        kl_weight=kl_weight,
-        wrong_weight=wrong_weight,
-        real_label=real_label,
-        ema_decay=ema_decay,
+        balance=balance,
         seed=seed,
     )
     gan.compile(

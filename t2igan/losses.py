@@ -77,3 +77,17 @@ def generator_loss(fake_logits, mu, log_sigma, *, kind: str = "bce", kl_weight: 
         raise ValueError(f"unknown loss kind {kind!r}; known: {LOSS_KINDS}")
     kl = kl_divergence(mu, log_sigma)
     return {"g/adv": adv, "g/kl": kl, "g/total": adv + kl_weight * kl}
+
+
+def mode_seeking_loss(images_a, images_b, noise_a, noise_b, *, eps: float = 1e-5):
+    """MSGAN's mode-seeking term (Mao et al. 2019), for G to minimise.
+
+    Two batches generated from the same captions with different noise: (B, S, S, 3) images
+    and (B, Z) noise each. The ratio mean|images_a - images_b| / mean|noise_a - noise_b|
+    measures how much the images move with the noise; the loss is its inverse, so a
+    generator that maps every noise vector of a caption to one image (per-caption mode
+    collapse) pays a large penalty.
+    """
+    images_a, images_b, noise_a, noise_b = map(_float32, (images_a, images_b, noise_a, noise_b))
+    ratio = ops.mean(ops.abs(images_a - images_b)) / ops.mean(ops.abs(noise_a - noise_b))
+    return 1.0 / (ratio + eps)

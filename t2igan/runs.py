@@ -89,4 +89,5 @@ class RunFolder:
             return {}
 
     def write_state(self, **state) -> None:
-        atomic_write_text(self.state_file, json.dumps(state, indent=2))
+        """Record `state` (JSON values), keeping what earlier calls recorded under other keys."""
+        atomic_write_text(self.state_file, json.dumps({**self.read_state(), **state}, indent=2))

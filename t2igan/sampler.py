@@ -43,7 +43,7 @@ def resolve_checkpoint(checkpoint: str | Path, *, tracking_uri: str | None = Non
 class Sampler:
     """Captions and noise -> images, with a checkpoint's EMA generator and text encoder.
 
-    `generator` is a built StackGAN generator, `embedder` a CaptionEmbedder of the same text
+    `generator` is a built generator (any architecture), `embedder` a CaptionEmbedder of the same text
     encoder the generator was trained with.
     """
 
@@ -64,7 +64,7 @@ class Sampler:
         """
         import keras
 
-        from t2igan.models import build_generator
+        from t2igan.models import make_generator
         from t2igan.text.encoder import CaptionEmbedder
 
         path = resolve_checkpoint(checkpoint, tracking_uri=tracking_uri)
@@ -73,10 +73,11 @@ class Sampler:
             raise CheckpointError(f"{path} carries no model config: not a training checkpoint")
         model, text = config["model"], config["text"]
         keras.mixed_precision.set_global_policy("float32")
-        generator = build_generator(
-            text_dim=model["text_dim"], noise_dim=model["noise_dim"],
-            condition_dim=model["condition_dim"], image_size=model["image_size"],
-            base_channels=model["generator_channels"], width=model["width"],
+        generator = make_generator(
+            model.get("architecture", "stackgan"), text_dim=model["text_dim"],
+            noise_dim=model["noise_dim"], condition_dim=model["condition_dim"],
+            image_size=model["image_size"], generator_channels=model["generator_channels"],
+            width=model["width"],
         )  # fmt: skip
         restore_variables(path, {"generator_ema": generator.variables})
         embedder = CaptionEmbedder(

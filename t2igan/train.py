@@ -58,6 +58,10 @@ def train(cfg: DictConfig) -> float:
         steps_per_execution=run["steps_per_execution"],
     )  # fmt: skip
 
+    evaluate = None
+    if run["eval_every"] and splits["test"].attributes is not None:
+        evaluate = _toybirds_evaluation(splits["test"], embedder, model, config, progress=run["progress"])
+
     def open_tracker(run_id: str | None):
         return make_tracker(**config["tracking"], root=config["paths"]["root"], run_name=name, run_id=run_id)
 
@@ -73,7 +77,40 @@ def train(cfg: DictConfig) -> float:
         **{key: run[key] for key in trainer.FIT_OPTIONS},
         log_checkpoint=config["tracking"]["log_checkpoint"],
         log_model=config["tracking"]["log_model"],
+        evaluate=evaluate,
+        **_controllers(balance, run),
     )
+
+
+def _toybirds_evaluation(test_split, embedder, model: dict, config: dict, *, progress: bool):
+    """The judge's metrics on the test split's captions (one per image, cycling templates)."""
+    import numpy as np
+
+    from t2igan.metrics import ToyBirdsEvaluator, load_or_train_judge
+
+    judge = load_or_train_judge(Path(config["paths"]["cache"]) / "judge",
+                                image_size=model["image_size"], progress=progress)  # fmt: skip
+    captions_per_image = len(test_split.captions[0])
+    indices = np.arange(len(test_split)) % captions_per_image
+    embeddings = embedder.embed([captions[i] for captions, i in zip(test_split.captions, indices)])
+    return ToyBirdsEvaluator(judge, test_split, embeddings, indices, noise_dim=model["noise_dim"],
+                             seed=config["seed"])  # fmt: skip
+
+
+def _controllers(balance: dict, run: dict) -> dict:
+    """The balance group's controllers for `trainer.fit`; None where one is off."""
+    from t2igan.controllers import AdaController, AutoBalance, CollapseDetector
+
+    ada = None
+    if balance["ada_target"] is not None:
+        ada = AdaController(batch_size=run["batch_size"], interval=4, target=balance["ada_target"],
+                            speed_images=int(balance["ada_kimg"] * 1000), initial=balance["augment_p"])  # fmt: skip
+    return {
+        "ada": ada,
+        "auto_balance": AutoBalance() if balance["auto_balance"] else None,
+        "collapse_detector": (CollapseDetector(patience_intervals=run["collapse_patience"])
+                              if run["collapse_patience"] else None),  # fmt: skip
+    }
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

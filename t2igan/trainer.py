@@ -12,7 +12,16 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from t2igan.callbacks import Checkpointer, MetricLogger, ProgressBar, SampleGrid, TrainingFailed
+from t2igan.callbacks import (
+    BalanceControl,
+    Checkpointer,
+    CollapseWatch,
+    Evaluation,
+    MetricLogger,
+    ProgressBar,
+    SampleGrid,
+    TrainingFailed,
+)
 from t2igan.checkpoint import restore_checkpoint, save_checkpoint
 from t2igan.data.pipeline import training_batches
 from t2igan.io import atomic_write_text
@@ -21,8 +30,15 @@ from t2igan.tracking import flatten, git_commit
 
 FIT_OPTIONS = (
     "steps", "batch_size", "log_every", "sample_every", "checkpoint_every",
-    "sample_captions", "sample_noises", "resume", "objective", "progress",
+    "sample_captions", "sample_noises", "resume", "objective", "progress", "eval_every",
 )  # fmt: skip
+# What a collapsed run returns as its objective: worse than any run that finished.
+MAXIMIZED = ("eval/attr_acc", "eval/diversity", "perf/images_per_second")
+
+
+def collapse_penalty(objective: str) -> float:
+    """The objective value of a run stopped by the collapse detector."""
+    return -math.inf if objective in MAXIMIZED else math.inf
 
 
 def _embed_splits(embedder, train_split, sample_split, sample_captions: int):
@@ -56,6 +72,11 @@ def fit(
     progress: bool,
     log_checkpoint: bool,
     log_model: bool,
+    eval_every: int = 0,
+    evaluate: Callable | None = None,
+    ada=None,
+    auto_balance=None,
+    collapse_detector=None,
 ) -> float:
     """Train `gan` to `steps` generator updates in `folder`, resuming from its checkpoint.
 
@@ -63,9 +84,18 @@ def fit(
     it is called once the checkpoint is restored and the captions embedded, so a failure
     before that leaves no tracking run behind, and every failure after it ends the run FAILED.
     `config` is the resolved config, recorded with the run (folder, tracker, checkpoint).
-    Returns the interval mean of metric `objective` at the last log (NaN if training failed
-    to produce it).
+    `evaluate(generate) -> {name: value}` (e.g. the toybirds judge's metrics) runs every
+    `eval_every` steps and at the end. `ada` (AdaController), `auto_balance` (AutoBalance) and
+    `collapse_detector` (CollapseDetector) are optional controllers; None switches one off.
+    Returns the last value of metric `objective` (an interval mean, or the last evaluation);
+    NaN if training failed to produce it, and `collapse_penalty(objective)` if the collapse
+    detector stopped the run.
     """
+    collapsed = folder.read_state().get("collapse_reason") if resume else None
+    if collapsed:
+        print(f"{folder.path.name} was stopped by the collapse detector ({collapsed}); "
+              "trainer.resume=false starts it over")
+        return collapse_penalty(objective)
     header = {}
     if resume and folder.checkpoint.exists():
         header = restore_checkpoint(folder.checkpoint, gan)
@@ -95,6 +125,16 @@ def fit(
         noise = np.random.default_rng(seed).standard_normal((sample_noises, gan.noise_dim))
         grid = SampleGrid(tracker, sample_every, folder.samples, grid_captions, grid_embeddings, noise)
         checkpointer = Checkpointer(checkpoint_every, save)
+        evaluation = Evaluation(tracker, eval_every, evaluate, logger) if evaluate and eval_every else None
+        callbacks = [ProgressBar(steps, batch_size, enabled=progress), logger]
+        callbacks += [evaluation] if evaluation else []
+        callbacks += [grid]
+        if ada is not None or auto_balance is not None:
+            base_d_lr = float(config["optim"]["d_lr"])
+            callbacks.append(BalanceControl(ada=ada, auto=auto_balance, base_d_lr=base_d_lr, logger=logger))
+        watch = CollapseWatch(collapse_detector, tracker, logger, evaluation) if collapse_detector else None
+        callbacks += [watch] if watch else []
+        callbacks.append(checkpointer)
         trains = gan.step < steps
         if trains:
             start_step, started = gan.step, time.perf_counter()
@@ -105,10 +145,13 @@ def fit(
                 shuffle=False,
                 steps_per_epoch=steps - gan.step,
                 verbose=0,
-                callbacks=[ProgressBar(steps, batch_size, enabled=progress), logger, grid, checkpointer],
+                callbacks=callbacks,
             )  # fmt: skip
-            _report_costs(tracker, gan.step, gan.step - start_step, batch_size,
-                          time.perf_counter() - started, logger, grid, checkpointer)  # fmt: skip
+            seconds = time.perf_counter() - started
+            _report_costs(tracker, gan.step, gan.step - start_step, batch_size, seconds,
+                          logger, grid, checkpointer)  # fmt: skip
+            # Wall time over every invocation of this run: what the study reports.
+            folder.write_state(train_seconds=folder.read_state().get("train_seconds", 0.0) + seconds)
         else:
             print(f"{folder.path.name} is already trained to step {gan.step} (trainer.steps={steps})")
         if logger.failure:
@@ -120,6 +163,9 @@ def fit(
             generator = save_checkpoint(folder.generator, gan, groups=("generator_ema",), config=config)
             tracker.log_generator(generator, grid_captions[:2])
         status = "FINISHED"
+        if watch is not None and watch.reason is not None:
+            folder.write_state(collapse_reason=watch.reason)
+            return collapse_penalty(objective)
     except KeyboardInterrupt:
         status = "KILLED"
         raise

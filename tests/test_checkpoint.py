@@ -6,7 +6,7 @@ from t2igan.checkpoint import CheckpointError, read_header, restore_checkpoint, 
 from t2igan.gan import build_gan
 
 TINY = dict(
-    image_size=64, noise_dim=8, condition_dim=4, text_dim=6, width=0.0625,
+    architecture="stackgan", image_size=64, noise_dim=8, condition_dim=4, text_dim=6, width=0.0625,
     generator_channels=1024, discriminator_channels=64, dropout=0.0, augment=["flip"],
     loss="bce", kl_weight=2.0, wrong_weight=0.5, real_label=1.0, ema_decay=0.9, d_norm="batch", minibatch_std=False,
     g_lr=1e-3, d_lr=1e-3, beta_1=0.5, beta_2=0.999,

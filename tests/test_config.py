@@ -1,6 +1,7 @@
 """Tests for the Hydra config: every group option composes, validates and builds; bad values
 are reported one line each; the command line refuses them before writing anything."""
 
+import dataclasses
 import math
 import os
 import shlex
@@ -109,9 +110,10 @@ def test_model_balance_and_optim_options_build_a_gan(compose, group, option):
     assert tuple(logits.shape) == (batch, 1)
 
     # The group's values reached the objects, not constructor defaults.
-    assert gan.loss_kind == balance["loss"]
-    assert (gan.kl_weight, gan.wrong_weight) == (balance["kl_weight"], balance["wrong_weight"])
-    assert (gan.real_label, gan.ema_decay) == (balance["real_label"], balance["ema_decay"])
+    expected = {key: tuple(value) if isinstance(value, list) else value
+                for key, value in _without_name(balance).items()}  # fmt: skip
+    assert dataclasses.asdict(gan.balance) == expected
+    assert math.isclose(float(gan.augment_probability.numpy()), balance["augment_p"])
     for optimizer, rate in ((gan.g_optimizer, optim["g_lr"]), (gan.d_optimizer, optim["d_lr"])):
         assert math.isclose(float(optimizer.learning_rate), rate, rel_tol=1e-6)
         assert (optimizer.beta_1, optimizer.beta_2) == (optim["beta_1"], optim["beta_2"])
@@ -267,3 +269,13 @@ def test_every_training_command_in_the_readme_composes_and_validates(compose, ov
 
 def test_the_readme_shows_training_commands():
     assert ["model=stackgan_stage1", "optim.d_lr=1e-4"] in _readme_train_commands()
+
+
+def test_balance_defaults_in_python_equal_the_stackgan_base_preset(compose):
+    """`Balance()`'s defaults are conf/balance/stackgan.yaml, the base of every preset."""
+    from t2igan.gan import Balance
+
+    balance = _without_name(OmegaConf.to_container(compose("balance=stackgan").balance))
+    assert dataclasses.asdict(Balance()) == {
+        key: tuple(value) if isinstance(value, list) else value for key, value in balance.items()
+    }

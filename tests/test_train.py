@@ -123,3 +123,31 @@ def test_train_returns_the_objective(tmp_path, monkeypatch):
     value = train(cfg)
     assert isinstance(value, float) and np.isfinite(value) and value > 0
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_run_is_judged_during_training_and_the_judge_can_be_its_objective(tmp_path, monkeypatch):
+    """trainer.eval_every: the toybirds judge's metrics reach MLflow, the checkpoint and the
+    objective. A small judge (seconds to train, not the protocol's minutes) stands in."""
+    from hydra import compose, initialize_config_dir
+
+    from t2igan.metrics import judge as judge_module
+    from t2igan.train import train
+
+    small_judge = judge_module.load_or_train_judge(tmp_path / "judge", image_size=64, num_images=256,
+                                                   epochs=1, progress=False)  # fmt: skip
+    monkeypatch.setattr(judge_module, "load_or_train_judge", lambda *args, **kwargs: small_judge)
+    monkeypatch.setenv("T2IGAN_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=smoke", "trainer.progress=false", "trainer.eval_every=2",
+                                           "trainer.objective=eval/attr_acc"])  # fmt: skip
+    value = train(cfg)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # set by mlflow during the run
+
+    assert 0.0 <= value <= 1.0
+    header = read_header(only_run_folder(tmp_path) / "checkpoint.npz")
+    assert header["metrics"]["eval/attr_acc"] == value
+    assert {"eval/diversity", "eval/fd_judge", "eval/attr_acc_chance"} <= set(header["metrics"])
+    client, (mlflow_run,) = mlflow_runs(tmp_path)
+    history = client.get_metric_history(mlflow_run.info.run_id, "eval/attr_acc")
+    assert [point.step for point in history] == [2, 4]

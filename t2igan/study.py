@@ -1,0 +1,149 @@
+"""`python -m t2igan.study`: the convergence study -- recipes x seeds on toybirds, one table.
+
+The recipes, seeds and shared budget are in conf/study.yaml. Every run is an ordinary
+`python -m t2igan.train` with a fixed run name (`study-<recipe>-s<seed>`), so the study is
+resumable: re-running it skips finished runs and resumes an interrupted one from its
+checkpoint. At the end it reads each run's last evaluation from its checkpoint and writes
+`<out>/results.md` (the table), `<out>/results.json` and `<out>/samples.png` (the last
+sample grid of each recipe's first seed, side by side). It may take an hour or more:
+`nohup make study > study.log 2>&1 &` runs it in the background.
+"""
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+from PIL import Image, ImageDraw, ImageFont
+
+COLUMNS = ("eval/attr_acc", "eval/diversity", "eval/fd_judge")
+CONFIG = Path(__file__).resolve().parent.parent / "conf" / "study.yaml"
+
+
+def run_name(recipe: str, seed: int) -> str:
+    return f"study-{recipe}-s{seed}"
+
+
+def train_command(study: dict, recipe: str, seed: int, extra: list[str]) -> list[str]:
+    """The `t2igan.train` command line of one study run."""
+    return [
+        sys.executable, "-m", "t2igan.train", *study["common"], *study["recipes"][recipe]["overrides"],
+        f"seed={seed}", f"trainer.run_name={run_name(recipe, seed)}", *extra,
+    ]  # fmt: skip
+
+
+def read_run(folder: Path) -> dict:
+    """A study run's outcome from its folder: last evaluation, collapse, training time."""
+    from t2igan.checkpoint import read_header
+
+    state = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
+    metrics = read_header(folder / "checkpoint.npz").get("metrics", {}) if (folder / "checkpoint.npz").exists() else {}
+    chance = metrics.get("eval/attr_acc_chance")
+    per_attribute = {key.split("/")[-1]: value for key, value in metrics.items() if key.startswith("eval/attr_acc/")}
+    return {
+        **{column: metrics.get(column, math.nan) for column in COLUMNS},
+        "chance": chance,
+        "per_attribute": per_attribute,
+        "collapse": state.get("collapse_reason"),
+        "train_seconds": state.get("train_seconds", math.nan),
+        "step": read_header(folder / "checkpoint.npz").get("step") if (folder / "checkpoint.npz").exists() else 0,
+    }
+
+
+def _mean_sd(values: list[float]) -> str:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def results_table(study: dict, results: dict[str, list[dict]]) -> str:
+    """Markdown: one row per recipe, mean ± sd over seeds, plus each colour attribute."""
+    colours = ("crown_color", "wing_color", "belly_color", "bill_color")
+    header = ("| recipe | attribute accuracy | " + " | ".join(c.replace("_color", "") for c in colours)
+              + " | diversity (1 = real) | Fréchet (judge) | collapsed | minutes |")  # fmt: skip
+    lines = [header, "|" + " --- |" * (header.count("|") - 1)]
+    for recipe, runs in results.items():
+        colour_cells = [_mean_sd([r["per_attribute"].get(c) for r in runs]) for c in colours]
+        collapsed = sum(r["collapse"] is not None for r in runs)
+        minutes = _mean_sd([r["train_seconds"] / 60 for r in runs])
+        lines.append(
+            f"| {recipe} ({len(runs)} seeds) | {_mean_sd([r['eval/attr_acc'] for r in runs])} | "
+            + " | ".join(colour_cells)
+            + f" | {_mean_sd([r['eval/diversity'] for r in runs])} | {_mean_sd([r['eval/fd_judge'] for r in runs])}"
+            f" | {collapsed}/{len(runs)} | {minutes} |"
+        )
+    chance = next((r["chance"] for runs in results.values() for r in runs if r["chance"]), None)
+    if chance:
+        lines.append(f"\nChance level of attribute accuracy: {chance:.3f}.")
+    return "\n".join(lines) + "\n"
+
+
+def side_by_side(pictures: dict[str, Path]) -> np.ndarray:
+    """The recipes' last sample grids next to each other, each under its recipe name."""
+    images = {name: Image.open(path).convert("RGB") for name, path in pictures.items() if path}
+    label_height = 16
+    width = sum(image.width for image in images.values()) + 8 * (len(images) - 1)
+    height = max(image.height for image in images.values()) + label_height
+    canvas = Image.new("RGB", (width, height), "white")
+    draw, font, left = ImageDraw.Draw(canvas), ImageFont.load_default(), 0
+    for name, image in images.items():
+        draw.text((left + 4, 2), name, fill=(0, 0, 0), font=font)
+        canvas.paste(image, (left, label_height))
+        left += image.width + 8
+    return np.asarray(canvas)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=CONFIG, help="study definition (YAML)")
+    parser.add_argument("--recipes", nargs="*", help="only these recipes (default: all)")
+    parser.add_argument("--seeds", nargs="*", type=int, help="only these seeds (default: the config's)")
+    parser.add_argument("--out", type=Path, default=Path("study"), help="where the table and pictures go")
+    parser.add_argument("--report-only", action="store_true", help="train nothing; tabulate what exists")
+    parser.add_argument("overrides", nargs="*", help="extra train overrides for every run, e.g. paths.runs=...")
+    args = parser.parse_args(argv)
+
+    study = OmegaConf.to_container(OmegaConf.load(args.config), resolve=True)
+    recipes = args.recipes or list(study["recipes"])
+    seeds = args.seeds if args.seeds is not None else study["seeds"]
+    unknown = set(recipes) - set(study["recipes"])
+    if unknown:
+        print(f"error: unknown recipe(s) {sorted(unknown)}; known: {list(study['recipes'])}", file=sys.stderr)
+        return 2
+    runs_root = Path(next((o.split("=", 1)[1] for o in args.overrides if o.startswith("paths.runs=")), "runs"))
+
+    for recipe in recipes if not args.report_only else []:
+        for seed in seeds:
+            print(f"== {run_name(recipe, seed)}: {study['recipes'][recipe]['description']}", flush=True)
+            subprocess.run(train_command(study, recipe, seed, args.overrides), check=False)
+
+    from t2igan.images import save_png
+
+    results = {recipe: [read_run(runs_root / run_name(recipe, seed)) for seed in seeds
+                        if (runs_root / run_name(recipe, seed) / "checkpoint.npz").exists()]
+               for recipe in recipes}  # fmt: skip
+    results = {recipe: runs for recipe, runs in results.items() if runs}
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = results_table(study, results)
+    (args.out / "results.md").write_text(table)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    grids = {}
+    for recipe in results:
+        samples = sorted((runs_root / run_name(recipe, seeds[0]) / "samples").glob("step_*.png"))
+        grids[recipe] = samples[-1] if samples else None
+    if any(grids.values()):
+        save_png(args.out / "samples.png", side_by_side(grids))
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

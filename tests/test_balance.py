@@ -1,0 +1,89 @@
+"""The balance options reach the training step: D steps, penalties, augmentation, controllers."""
+
+import numpy as np
+import pytest
+
+from t2igan.checkpoint import restore_checkpoint, save_checkpoint
+from t2igan.gan import build_gan
+
+TINY = dict(
+    image_size=32, noise_dim=8, condition_dim=4, text_dim=6, width=0.0625, dropout=0.0,
+    augment=[], g_lr=1e-3, d_lr=1e-3, beta_1=0.5, beta_2=0.999, d_norm="none",
+)  # fmt: skip
+ARCHITECTURES = {
+    "stackgan": dict(architecture="stackgan", generator_channels=1024, discriminator_channels=64),
+    "fusion": dict(architecture="fusion", generator_channels=256, discriminator_channels=32),
+}
+
+
+def tiny_gan(architecture="stackgan", **balance):
+    return build_gan(**TINY, **ARCHITECTURES[architecture], seed=1, **balance)
+
+
+def batch(size=4, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(-1, 1, (size, 32, 32, 3)).astype("float32")
+    return images, rng.standard_normal((size, TINY["text_dim"])).astype("float32")
+
+
+def run_steps(gan, steps):
+    data = batch()
+    return [{name: float(value) for name, value in gan.train_step(data).items()} for _ in range(steps)]
+
+
+@pytest.mark.parametrize("architecture", ["stackgan", "fusion"])
+def test_n_critic_makes_that_many_discriminator_updates_per_generator_update(architecture):
+    gan = tiny_gan(architecture, n_critic=3)
+    run_steps(gan, 2)
+    assert int(gan.g_optimizer.iterations.numpy()) == 2
+    assert int(gan.d_optimizer.iterations.numpy()) == 6
+
+
+def test_regularisers_are_logged_only_when_switched_on():
+    off = run_steps(tiny_gan(), 1)[-1]
+    assert off["d/ma_gp"] == off["d/r1"] == off["d/lecam"] == 0.0
+    on = run_steps(tiny_gan(ma_gp_weight=2.0, lecam_weight=0.3, r1_gamma=1.0, r1_every=1), 1)[-1]
+    assert on["d/ma_gp"] > 0 and on["d/r1"] > 0
+    assert np.isfinite(on["d/lecam"])
+
+
+def test_lazy_r1_is_applied_every_r1_every_discriminator_steps():
+    gan = tiny_gan(r1_gamma=1.0, r1_every=2)
+    applied = []
+    for _ in range(4):
+        for tracker in gan.metrics:  # one value per step instead of a running mean
+            tracker.reset_state()
+        applied.append(run_steps(gan, 1)[-1]["d/r1"] > 0)
+    # The penalty is due when D's update count is a multiple of 2: before updates 1 and 3.
+    assert applied == [True, False, True, False]
+
+
+def test_augmentation_probability_zero_leaves_discriminator_inputs_untouched():
+    images, text = batch()
+    plain = tiny_gan()
+    augmented = tiny_gan(diffaugment=("color", "translation", "cutout"), augment_p=0.0)
+    augmented.discriminator.set_weights(plain.discriminator.get_weights())
+    np.testing.assert_allclose(
+        np.asarray(augmented._critic(images, text)), np.asarray(plain._critic(images, text)), rtol=1e-5
+    )
+    augmented.augment_probability.assign(1.0)  # what ADA does between steps
+    assert not np.allclose(np.asarray(augmented._critic(images, text)), np.asarray(plain._critic(images, text)))
+
+
+def test_controller_state_is_checkpointed(tmp_path):
+    gan = tiny_gan(diffaugment=("color",), augment_p=0.0, lecam_weight=0.1)
+    run_steps(gan, 2)
+    gan.augment_probability.assign(0.37)
+    gan.d_optimizer.learning_rate.assign(5e-4)
+    path = save_checkpoint(tmp_path / "checkpoint.npz", gan)
+
+    fresh = tiny_gan(diffaugment=("color",), augment_p=0.0, lecam_weight=0.1)
+    restore_checkpoint(path, fresh)
+    assert float(fresh.augment_probability.numpy()) == pytest.approx(0.37)
+    assert float(fresh.d_optimizer.learning_rate.numpy()) == pytest.approx(5e-4)
+    assert float(fresh.lecam_anchors.updates.numpy()) == 2.0
+
+
+def test_unknown_balance_option_is_refused():
+    with pytest.raises(TypeError, match="unknown balance options"):
+        tiny_gan(ma_gp=2.0)
