@@ -165,16 +165,7 @@ class TextToImageGAN(keras.Model):
                     real_images, ops.stop_gradient(fake_images), text_embeddings,
                     mismatched_embeddings, fake_embeddings,
                 )  # fmt: skip
-            (fake_logits,) = self._discriminate(fake_images, fake_embeddings)
-            g_terms = losses.generator_loss(
-                fake_logits, mu, log_sigma, kind=self.balance.loss, kl_weight=self.balance.kl_weight
-            )
-            g_terms["g/mode_seeking"] = ops.zeros((), "float32")
-            if self.balance.mode_seeking_weight > 0:
-                images_a, images_b = ops.split(fake_images, 2, axis=0)
-                noise_a, noise_b = ops.split(noise, 2, axis=0)
-                g_terms["g/mode_seeking"] = losses.mode_seeking_loss(images_a, images_b, noise_a, noise_b)
-                g_terms["g/total"] += self.balance.mode_seeking_weight * g_terms["g/mode_seeking"]
+            g_terms = self._generator_terms(fake_images, fake_embeddings, noise, mu, log_sigma)
         g_variables = self.generator.trainable_variables
         g_grads = g_tape.gradient(g_terms["g/total"], g_variables)
         self.g_optimizer.apply(g_grads, g_variables)
@@ -187,6 +178,19 @@ class TextToImageGAN(keras.Model):
         for name, value in values.items():
             self.trackers[name].update_state(value)
         return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def _generator_terms(self, fake_images, fake_embeddings, noise, mu, log_sigma) -> dict:
+        """G's loss terms: fool D, the KL term, and (if on) mode seeking between the two halves."""
+        balance = self.balance
+        (fake_logits,) = self._discriminate(fake_images, fake_embeddings)
+        terms = losses.generator_loss(fake_logits, mu, log_sigma, kind=balance.loss, kl_weight=balance.kl_weight)
+        terms["g/mode_seeking"] = ops.zeros((), "float32")
+        if balance.mode_seeking_weight > 0:
+            images_a, images_b = ops.split(fake_images, 2, axis=0)
+            noise_a, noise_b = ops.split(noise, 2, axis=0)
+            terms["g/mode_seeking"] = losses.mode_seeking_loss(images_a, images_b, noise_a, noise_b)
+            terms["g/total"] += balance.mode_seeking_weight * terms["g/mode_seeking"]
+        return terms
 
     def _fake_captions(self, text_embeddings):
         """The captions G draws for: the batch's own, or with mode seeking its first half twice,

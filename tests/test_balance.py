@@ -87,3 +87,14 @@ def test_controller_state_is_checkpointed(tmp_path):
 def test_unknown_balance_option_is_refused():
     with pytest.raises(TypeError, match="unknown balance options"):
         tiny_gan(ma_gp=2.0)
+
+
+def test_mode_seeking_draws_each_caption_twice_and_penalises_images_that_ignore_noise():
+    gan = tiny_gan("fusion", mode_seeking_weight=1.0)
+    _, text = batch()
+    fake_text = np.asarray(gan._fake_captions(text))
+    np.testing.assert_array_equal(fake_text[:2], fake_text[2:])
+    np.testing.assert_array_equal(fake_text[:2], text[:2])
+    terms = run_steps(gan, 1)[-1]
+    assert terms["g/mode_seeking"] > 0
+    assert terms["g/total"] == pytest.approx(terms["g/adv"] + terms["g/mode_seeking"], rel=1e-4)

@@ -65,3 +65,11 @@ def test_generator_total_weights_the_kl_term():
 def test_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="wasserstein"):
         losses.discriminator_loss(np.zeros(1), np.zeros(1), np.zeros(1), kind="wasserstein")
+
+
+def test_mode_seeking_loss_is_the_inverse_image_change_per_noise_change():
+    images_a, images_b = np.zeros((2, 4, 4, 3), "float32"), np.full((2, 4, 4, 3), 0.5, "float32")
+    noise_a, noise_b = np.zeros((2, 8), "float32"), np.full((2, 8), 2.0, "float32")
+    assert float(losses.mode_seeking_loss(images_a, images_b, noise_a, noise_b)) == pytest.approx(4.0, rel=1e-3)
+    # Images that ignore the noise: the loss is as large as eps allows.
+    assert float(losses.mode_seeking_loss(images_a, images_a, noise_a, noise_b)) > 1e4
