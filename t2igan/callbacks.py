@@ -232,7 +232,7 @@ class BalanceControl(keras.callbacks.Callback):
 
 class CollapseWatch(keras.callbacks.Callback):
     """Stops a run that has failed, as `detector` (a CollapseDetector) decides from each
-    logged interval's means plus the evaluation that ran in that interval, if any.
+    logged interval's means plus the diversity of the latest evaluation not yet seen, if any.
 
     The reason (one line) is kept in `reason`, tagged on the tracking run as
     `collapse_reason`, and printed.
@@ -246,18 +246,23 @@ class CollapseWatch(keras.callbacks.Callback):
         self._last_logged = None
 
     def on_train_begin(self, logs=None):
-        self._last_logged = self.logger.last_step  # the logger's on_train_begin ran first
+        # The logger's and the evaluation's on_train_begin ran first.
+        self._last_logged = self.logger.last_step
+        self._last_evaluated = None if self.evaluation is None else self.evaluation.last_step
 
     def on_train_batch_end(self, batch, logs=None):
         step = self.logger.last_step
         if self.reason is not None or step == self._last_logged:
             return
         self._last_logged = step
-        signals = dict(self.logger.latest)
-        fresh = self.evaluation is not None and self.evaluation.last_step == step
-        signals = {name: value for name, value in signals.items() if not name.startswith("eval/")}
-        if fresh:
-            signals.update(self.evaluation.latest)
+        signals = {name: value for name, value in self.logger.latest.items() if not name.startswith("eval/")}
+        evaluation = self.evaluation
+        if evaluation is not None and evaluation.last_step != self._last_evaluated:
+            self._last_evaluated = evaluation.last_step
+            # Only the evaluation's own signal: per-attribute accuracies are NaN by design when no
+            # evaluated caption mentions that attribute, which is not divergence.
+            if "eval/diversity" in evaluation.latest:
+                signals["eval/diversity"] = evaluation.latest["eval/diversity"]
         self.reason = self.detector.update(step, signals)
         if self.reason is not None:
             print(f"stopping: {self.reason}")

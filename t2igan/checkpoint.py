@@ -15,7 +15,8 @@ import numpy as np
 from t2igan.errors import UserError
 from t2igan.io import atomic_save_npz
 
-FORMAT = "t2igan-checkpoint-v1"
+# v2: the "gan" group holds the augmentation probability and LeCam anchors besides the RNG state.
+FORMAT = "t2igan-checkpoint-v2"
 
 
 class CheckpointError(UserError):

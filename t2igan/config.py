@@ -29,6 +29,14 @@ def _integer(minimum: int) -> Callable:
     return check
 
 
+def _integer_in(low: int, high: int) -> Callable:
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            return f"must be an integer in [{low}, {high}]"
+
+    return check
+
+
 def _number(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Callable:
     def check(value):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
@@ -120,7 +128,7 @@ SCHEMA: dict[str, dict[str, Callable]] = {
         "name": _text, "loss": _choice(*LOSS_KINDS), "kl_weight": _number(0.0, 1e6),
         "wrong_weight": _number(0.0, 1.0), "real_label": _number(0.0, 1.0, low_open=True),
         "ema_decay": RATE, "d_norm": _choice(*NORMS), "minibatch_std": _boolean,
-        "n_critic": POSITIVE, "ma_gp_weight": NON_NEGATIVE, "ma_gp_power": _number(1.0, 16.0),
+        "n_critic": _integer_in(1, 16), "ma_gp_weight": NON_NEGATIVE, "ma_gp_power": _number(2.0, 16.0),
         "r1_gamma": NON_NEGATIVE, "r1_every": POSITIVE, "lecam_weight": NON_NEGATIVE,
         "instance_noise": _number(0.0, 2.0), "diffaugment": _policies,
         "augment_p": _number(0.0, 1.0), "ada_target": _optional(_number(-1.0, 1.0, low_open=True, high_open=True)),
@@ -186,6 +194,16 @@ def _cross_checks(config: dict) -> list[str]:
     if balance.get("d_norm") in NORMS and balance["d_norm"] not in norms:
         found.append(f"balance.d_norm={balance['d_norm']} does not apply to model.architecture="
                      f"{model.get('architecture')} (it takes {', '.join(norms)})")
+    penalties = [key for key in ("ma_gp_weight", "r1_gamma") if balance.get(key)]
+    if penalties and balance.get("d_norm") == "batch":
+        found.append(f"balance.{penalties[0]} > 0 needs per-sample gradients: use balance.d_norm="
+                     "spectral or none (BatchNorm couples the batch)")
+    if balance.get("ma_gp_weight") and model.get("architecture") == "fusion":
+        # Its D reads text scaled to unit variance per entry, so the gradient with respect to
+        # the unit-length embedding is ~sqrt(T) larger: MA-GP ** 6 starts near 1e8.
+        found.append("balance.ma_gp_weight > 0 is not supported with model.architecture=fusion yet")
+    if balance.get("ada_target") is not None and not balance.get("diffaugment"):
+        found.append("balance.ada_target adapts the probability of balance.diffaugment, which is empty")
     if trainer.get("precision") == "mixed_bfloat16" and config.get("balance", {}).get("d_norm") == "spectral":
         # Keras' SpectralNormalization writes the normalised kernel back in the compute dtype,
         # which would round D's weights to bfloat16 every step.

@@ -148,14 +148,15 @@ class TextToImageGAN(keras.Model):
         batch_size = ops.shape(real_images)[0]
         mismatched_embeddings = ops.roll(text_embeddings, shift=1, axis=0)
 
+        earlier_d_values = []
         for _ in range(self.balance.n_critic - 1):
             noise = keras.random.normal((batch_size, self.noise_dim), seed=self.seed_generator)
             fake_embeddings = self._fake_captions(text_embeddings)
             fake_images = self.generator([noise, fake_embeddings], training=True)[0]
-            self._discriminator_update(
+            earlier_d_values.append(self._discriminator_update(
                 real_images, ops.stop_gradient(fake_images), text_embeddings,
                 mismatched_embeddings, fake_embeddings,
-            )  # fmt: skip
+            ))  # fmt: skip
         noise = keras.random.normal((batch_size, self.noise_dim), seed=self.seed_generator)
         fake_embeddings = self._fake_captions(text_embeddings)
         with tf.GradientTape() as g_tape:
@@ -171,6 +172,10 @@ class TextToImageGAN(keras.Model):
         self.g_optimizer.apply(g_grads, g_variables)
         self._update_ema()
 
+        # D's numbers are means over its n_critic updates (lazy R1, for one, is due in only some).
+        d_values = {name: ops.mean(ops.stack([ops.cast(values[name], "float32")
+                                              for values in (*earlier_d_values, d_values)]))
+                    for name in d_values}  # fmt: skip
         values = {**d_values, **g_terms}
         values["grad_norm/g"] = tf.linalg.global_norm(g_grads)
         values["balance/augment_p"] = self.augment_probability

@@ -6,7 +6,8 @@ resumable: re-running it skips finished runs and resumes an interrupted one from
 checkpoint. At the end it reads each run's last evaluation from its checkpoint and writes
 `<out>/results.md` (the table), `<out>/results.json` and `<out>/samples.png` (the last
 sample grid of each recipe's first seed, side by side). It may take an hour or more:
-`nohup make study > study.log 2>&1 &` runs it in the background.
+`nohup make study > study.log 2>&1 &` runs it in the background. The "steps" column shows the
+fewest steps any seed of a recipe reached: less than the budget means unfinished or stopped.
 """
 
 import argparse
@@ -37,12 +38,23 @@ def train_command(study: dict, recipe: str, seed: int, extra: list[str]) -> list
     ]  # fmt: skip
 
 
+def runs_folder(study: dict, extra: list[str]) -> Path:
+    """Where the study's runs go: `paths.runs` of the composed training config (which follows
+    T2IGAN_ROOT and any `paths.*` override), as an absolute path."""
+    import hydra
+
+    with hydra.initialize_config_dir(config_dir=str(CONFIG.parent), version_base="1.3"):
+        cfg = hydra.compose("config", overrides=[*study["common"], *extra])
+    return Path(cfg.paths.runs).resolve()
+
+
 def read_run(folder: Path) -> dict:
     """A study run's outcome from its folder: last evaluation, collapse, training time."""
     from t2igan.checkpoint import read_header
 
     state = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
-    metrics = read_header(folder / "checkpoint.npz").get("metrics", {}) if (folder / "checkpoint.npz").exists() else {}
+    header = read_header(folder / "checkpoint.npz")
+    metrics = header.get("metrics", {})
     chance = metrics.get("eval/attr_acc_chance")
     per_attribute = {key.split("/")[-1]: value for key, value in metrics.items() if key.startswith("eval/attr_acc/")}
     return {
@@ -51,7 +63,7 @@ def read_run(folder: Path) -> dict:
         "per_attribute": per_attribute,
         "collapse": state.get("collapse_reason"),
         "train_seconds": state.get("train_seconds", math.nan),
-        "step": read_header(folder / "checkpoint.npz").get("step") if (folder / "checkpoint.npz").exists() else 0,
+        "step": header.get("step", 0),
     }
 
 
@@ -68,7 +80,7 @@ def results_table(study: dict, results: dict[str, list[dict]]) -> str:
     """Markdown: one row per recipe, mean ± sd over seeds, plus each colour attribute."""
     colours = ("crown_color", "wing_color", "belly_color", "bill_color")
     header = ("| recipe | attribute accuracy | " + " | ".join(c.replace("_color", "") for c in colours)
-              + " | diversity (1 = real) | Fréchet (judge) | collapsed | minutes |")  # fmt: skip
+              + " | diversity (1 = real) | Fréchet (judge) | collapsed | steps | minutes |")  # fmt: skip
     lines = [header, "|" + " --- |" * (header.count("|") - 1)]
     for recipe, runs in results.items():
         colour_cells = [_mean_sd([r["per_attribute"].get(c) for r in runs]) for c in colours]
@@ -78,7 +90,7 @@ def results_table(study: dict, results: dict[str, list[dict]]) -> str:
             f"| {recipe} ({len(runs)} seeds) | {_mean_sd([r['eval/attr_acc'] for r in runs])} | "
             + " | ".join(colour_cells)
             + f" | {_mean_sd([r['eval/diversity'] for r in runs])} | {_mean_sd([r['eval/fd_judge'] for r in runs])}"
-            f" | {collapsed}/{len(runs)} | {minutes} |"
+            f" | {collapsed}/{len(runs)} | {min(r['step'] for r in runs)} | {minutes} |"
         )
     chance = next((r["chance"] for runs in results.values() for r in runs if r["chance"]), None)
     if chance:
@@ -108,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="*", type=int, help="only these seeds (default: the config's)")
     parser.add_argument("--out", type=Path, default=Path("study"), help="where the table and pictures go")
     parser.add_argument("--report-only", action="store_true", help="train nothing; tabulate what exists")
-    parser.add_argument("overrides", nargs="*", help="extra train overrides for every run, e.g. paths.runs=...")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="an extra training override for every run (repeatable)")
     args = parser.parse_args(argv)
 
     study = OmegaConf.to_container(OmegaConf.load(args.config), resolve=True)
@@ -118,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown recipe(s) {sorted(unknown)}; known: {list(study['recipes'])}", file=sys.stderr)
         return 2
-    runs_root = Path(next((o.split("=", 1)[1] for o in args.overrides if o.startswith("paths.runs=")), "runs"))
+    runs_root = runs_folder(study, args.overrides)
 
     for recipe in recipes if not args.report_only else []:
         for seed in seeds:
@@ -134,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     table = results_table(study, results)
     (args.out / "results.md").write_text(table)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    finite = {recipe: [{key: (None if isinstance(value, float) and not math.isfinite(value) else value)
+                        for key, value in run.items()} for run in runs]
+              for recipe, runs in results.items()}  # fmt: skip
+    (args.out / "results.json").write_text(json.dumps(finite, indent=2))
     grids = {}
     for recipe in results:
         samples = sorted((runs_root / run_name(recipe, seeds[0]) / "samples").glob("step_*.png"))

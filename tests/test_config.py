@@ -279,3 +279,13 @@ def test_balance_defaults_in_python_equal_the_stackgan_base_preset(compose):
     assert dataclasses.asdict(Balance()) == {
         key: tuple(value) if isinstance(value, list) else value for key, value in balance.items()
     }
+
+
+@pytest.mark.parametrize("balance", [option for group, option in GROUP_OPTIONS if group == "balance"])
+def test_every_balance_preset_runs_with_the_fusion_model_or_says_why_not(compose, balance):
+    found = problems(compose("model=fusion", f"balance={balance}"))
+    allowed = ("balance.d_norm=batch does not apply", "balance.ma_gp_weight > 0 is not supported")
+    assert all(problem.startswith(allowed) for problem in found), found
+    if found:
+        assert problems(compose("model=fusion", f"balance={balance}", "balance.d_norm=spectral",
+                                "balance.ma_gp_weight=0")) == []  # fmt: skip

@@ -45,12 +45,18 @@ def test_report_tabulates_mean_and_spread_over_seeds_and_counts_collapses(tmp_pa
     fake_run(runs, "study-seed-s1", 0.4)
     fake_run(runs, "study-default-s0", 0.9)
     code = study.main(["--report-only", "--recipes", "seed", "default", "--seeds", "0", "1",
-                       "--out", str(tmp_path / "out"), f"paths.runs={runs}"])  # fmt: skip
+                       "--out", str(tmp_path / "out"), "--set", f"paths.runs={runs}"])  # fmt: skip
     assert code == 0
     table = (tmp_path / "out" / "results.md").read_text()
     seed_row = next(line for line in table.splitlines() if line.startswith("| seed"))
     assert "seed (2 seeds) | 0.300 ± 0.141 |" in seed_row
-    assert "| 1/2 | 10.000 ± 0.000 |" in seed_row
+    assert "| 1/2 | 0 | 10.000 ± 0.000 |" in seed_row  # 0: fewest steps (tiny untrained GANs)
     assert "| default (1 seeds) | 0.900 |" in table
     assert "0.250" in table  # the chance level
     assert (tmp_path / "out" / "samples.png").exists()
+
+
+def test_runs_folder_follows_the_project_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("T2IGAN_ROOT", str(tmp_path))
+    assert study.runs_folder(STUDY, []) == tmp_path / "runs"
+    assert study.runs_folder(STUDY, [f"paths.runs={tmp_path}/elsewhere"]) == tmp_path / "elsewhere"
