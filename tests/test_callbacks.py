@@ -72,15 +72,26 @@ def test_collapse_watch_stops_training_and_records_the_reason():
     assert "d_score/real" in detector.seen[0][1]  # the interval means reach the detector
 
 
-def test_ada_control_moves_the_augmentation_probability_the_way_d_leans():
-    # D's real logits start near 0 with random signs; with target -1 every interval reads as
-    # "D overfits" (r_t > target), so p must rise by one ADA step per 4 training steps.
-    gan = build_gan(**TINY, seed=0, diffaugment=("color",), augment_p=0.0)
-    ada = AdaController(batch_size=4, interval=4, target=-1.0, speed_images=160, initial=0.0)
-    fit(gan, 8, [BalanceControl(ada=ada, ada_interval=4)])
-    assert float(gan.augment_probability.numpy()) == np.float32(2 * ada.step_size)
+class RecordingAda:
+    """Stands in for AdaController: records the signals, returns 0.1 more each time."""
 
-    ada_down = AdaController(batch_size=4, interval=4, target=1.0, speed_images=160, initial=0.5)
-    gan.augment_probability.assign(0.5)
-    fit(gan, 8, [BalanceControl(ada=ada_down, ada_interval=4)])
-    assert float(gan.augment_probability.numpy()) < 0.5
+    def __init__(self):
+        self.p, self.signals = 0.0, []
+
+    def update(self, real_sign_mean):
+        self.signals.append(real_sign_mean)
+        return 0.1 * len(self.signals)
+
+
+def test_balance_control_feeds_ada_the_real_sign_mean_every_interval_and_sets_p():
+    gan = build_gan(**TINY, seed=0, diffaugment=("color",), augment_p=0.0)
+    ada = RecordingAda()
+    fit(gan, 8, [BalanceControl(ada=ada, ada_interval=4)])
+    assert len(ada.signals) == 2  # steps 4 and 8
+    assert all(-1.0 <= signal <= 1.0 for signal in ada.signals)
+    assert float(gan.augment_probability.numpy()) == np.float32(0.2)
+
+    gan.augment_probability.assign(0.7)  # as restored from a checkpoint
+    resumed = AdaController(batch_size=4, interval=4)
+    fit(gan, 1, [BalanceControl(ada=resumed, ada_interval=4)])
+    assert resumed.p == np.float32(0.7)  # the controller starts from the variable
