@@ -133,7 +133,9 @@ SCHEMA: dict[str, dict[str, Callable]] = {
         "instance_noise": _number(0.0, 2.0), "diffaugment": _policies,
         "augment_p": _number(0.0, 1.0), "ada_target": _optional(_number(-1.0, 1.0, low_open=True, high_open=True)),
         "ada_kimg": _number(0.0, 1e6, low_open=True), "auto_balance": _boolean,
-        "mode_seeking_weight": NON_NEGATIVE,
+        "mode_seeking_weight": NON_NEGATIVE, "ada_interval": POSITIVE,
+        "auto_target_gap": _number(-1.0, 1.0), "auto_band": _number(0.0, 1.0),
+        "auto_factor": _number(1.0, 10.0, low_open=True), "auto_range": _number(1.0, 1e3),
     },
     "trainer": {
         "steps": POSITIVE, "batch_size": _integer(2), "log_every": POSITIVE,
@@ -142,6 +144,8 @@ SCHEMA: dict[str, dict[str, Callable]] = {
         "precision": _choice("float32", "mixed_bfloat16"), "jit_compile": _boolean,
         "run_name": _optional_text, "resume": _boolean, "objective": _text, "progress": _boolean,
         "eval_every": _integer(0), "collapse_patience": _integer(0),
+        "collapse_real_above": RATE, "collapse_fake_below": RATE, "collapse_fooled_above": RATE,
+        "collapse_diversity_below": _number(0.0, 10.0), "collapse_diversity_patience": POSITIVE,
     },
     "tracking": {
         "enabled": _boolean, "uri": _optional_text, "experiment": _text, "log_checkpoint": _boolean,

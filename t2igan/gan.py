@@ -47,7 +47,12 @@ class Balance:
     augment_p: float = 1.0
     ada_target: float | None = None
     ada_kimg: float = 100.0
+    ada_interval: int = 4
     auto_balance: bool = False
+    auto_target_gap: float = 0.4
+    auto_band: float = 0.15
+    auto_factor: float = 1.2
+    auto_range: float = 8.0
     mode_seeking_weight: float = 0.0
 
 

@@ -19,7 +19,9 @@ NOT_IDENTITY = {
     "trainer.steps", "trainer.log_every", "trainer.sample_every", "trainer.checkpoint_every",
     "trainer.sample_captions", "trainer.sample_noises", "trainer.steps_per_execution",
     "trainer.run_name", "trainer.resume", "trainer.objective", "trainer.progress",
-    "trainer.eval_every", "trainer.collapse_patience",
+    "trainer.eval_every", "trainer.collapse_patience", "trainer.collapse_real_above",
+    "trainer.collapse_fake_below", "trainer.collapse_fooled_above",
+    "trainer.collapse_diversity_below", "trainer.collapse_diversity_patience",
     "text.batch_size", "text.device", "text.cache_dir",
 }  # fmt: skip
 

@@ -103,13 +103,23 @@ def _controllers(balance: dict, run: dict) -> dict:
 
     ada = None
     if balance["ada_target"] is not None:
-        ada = AdaController(batch_size=run["batch_size"], interval=4, target=balance["ada_target"],
-                            speed_images=int(balance["ada_kimg"] * 1000), initial=balance["augment_p"])  # fmt: skip
+        ada = AdaController(
+            batch_size=run["batch_size"], interval=balance["ada_interval"], target=balance["ada_target"],
+            speed_images=int(balance["ada_kimg"] * 1000), initial=balance["augment_p"],
+        )  # fmt: skip
     return {
         "ada": ada,
-        "auto_balance": AutoBalance() if balance["auto_balance"] else None,
-        "collapse_detector": (CollapseDetector(patience_intervals=run["collapse_patience"])
-                              if run["collapse_patience"] else None),  # fmt: skip
+        "auto_balance": AutoBalance(
+            target_gap=balance["auto_target_gap"], band=balance["auto_band"],
+            factor=balance["auto_factor"], low=1.0 / balance["auto_range"], high=balance["auto_range"],
+        ) if balance["auto_balance"] else None,
+        "collapse_detector": CollapseDetector(
+            patience_intervals=run["collapse_patience"], real_score_above=run["collapse_real_above"],
+            fake_score_below=run["collapse_fake_below"], fooled_score_above=run["collapse_fooled_above"],
+            diversity_below=run["collapse_diversity_below"],
+            diversity_patience=run["collapse_diversity_patience"],
+        ) if run["collapse_patience"] else None,
+        "ada_interval": balance["ada_interval"],
     }
 
 

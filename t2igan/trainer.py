@@ -75,6 +75,7 @@ def fit(
     eval_every: int = 0,
     evaluate: Callable | None = None,
     ada=None,
+    ada_interval: int = 4,
     auto_balance=None,
     collapse_detector=None,
 ) -> float:
@@ -131,7 +132,8 @@ def fit(
         callbacks += [grid]
         if ada is not None or auto_balance is not None:
             base_d_lr = float(config["optim"]["d_lr"])
-            callbacks.append(BalanceControl(ada=ada, auto=auto_balance, base_d_lr=base_d_lr, logger=logger))
+            callbacks.append(BalanceControl(ada=ada, ada_interval=ada_interval, auto=auto_balance,
+                                            base_d_lr=base_d_lr, logger=logger))  # fmt: skip
         watch = CollapseWatch(collapse_detector, tracker, logger, evaluation) if collapse_detector else None
         callbacks += [watch] if watch else []
         callbacks.append(checkpointer)

@@ -289,3 +289,20 @@ def test_every_balance_preset_runs_with_the_fusion_model_or_says_why_not(compose
     if found:
         assert problems(compose("model=fusion", f"balance={balance}", "balance.d_norm=spectral",
                                 "balance.ma_gp_weight=0")) == []  # fmt: skip
+
+
+def test_controller_settings_come_from_the_config(compose):
+    from t2igan.train import _controllers
+
+    cfg = compose("balance=ada", "balance.auto_balance=true", "balance.auto_range=4",
+                  "balance.ada_interval=8", "trainer.collapse_real_above=0.95",
+                  "trainer.collapse_diversity_patience=2")  # fmt: skip
+    assert problems(cfg) == []
+    config = OmegaConf.to_container(cfg, resolve=True)
+    controllers = _controllers(config["balance"], config["trainer"])
+    assert controllers["ada_interval"] == 8
+    assert controllers["ada"].target == 0.6
+    assert (controllers["auto_balance"].low, controllers["auto_balance"].high) == (0.25, 4.0)
+    detector = controllers["collapse_detector"]
+    assert (detector.real_score_above, detector.diversity_patience) == (0.95, 2)
+    assert _controllers(config["balance"], {**config["trainer"], "collapse_patience": 0})["collapse_detector"] is None
