@@ -100,3 +100,11 @@ def batch_spread_channel(features):
     batch's features vary, so a collapsed batch of fakes looks different from a real one."""
     spread = ops.mean(ops.std(ops.cast(features, "float32"), axis=0))
     return ops.cast(ops.ones_like(features[..., :1]) * spread, features.dtype)
+
+
+def spectral_if(layer, norm: str):
+    """`layer` wrapped in spectral normalisation when `norm` is "spectral", else `layer` itself
+    (the discriminators' `norm` option; the wrapper keeps the layer's dtype policy)."""
+    if norm != "spectral":
+        return layer
+    return layers.SpectralNormalization(layer, name=f"{layer.name}_sn", dtype=layer.dtype_policy)

@@ -9,6 +9,7 @@ from t2igan.models.blocks import (
     batch_spread_channel,
     pyramid_levels,
     scaled_channels,
+    spectral_if,
 )
 
 AUGMENTATIONS = ("flip",)
@@ -93,23 +94,18 @@ class Discriminator(keras.Model):
                 layers.Flatten(),
                 layers.Dropout(dropout, seed=seed),
                 # float32 logits under mixed precision: the losses need their range.
-                self._spectral(layers.Dense(1, name="logit", dtype="float32")),
+                spectral_if(layers.Dense(1, name="logit", dtype="float32"), self.norm),
             ],
             name="joint",
         )
         # Create every weight now, so parameter counts and checkpoints need no data.
         self((ops.zeros((1, image_size, image_size, 3)), ops.zeros((1, text_dim))))
 
-    def _spectral(self, layer):
-        if self.norm != "spectral":
-            return layer
-        return layers.SpectralNormalization(layer, name=f"{layer.name}_sn", dtype=layer.dtype_policy)
-
     def _normalized(self, convolution) -> list:
         """A conv followed by its normalisation, as `self.norm` asks."""
         if self.norm == "batch":
             return [convolution, BatchNorm(name=f"{convolution.name}_norm")]
-        return [self._spectral(convolution)]
+        return [spectral_if(convolution, self.norm)]
 
     def encode(self, images, training=None):
         """(B, S, S, 3) in [-1, 1] -> image features (B, 4, 4, C)."""

@@ -14,7 +14,13 @@ directly.
 import keras
 from keras import layers, ops
 
-from t2igan.models.blocks import BatchNorm, batch_spread_channel, pyramid_levels, scaled_channels
+from t2igan.models.blocks import (
+    BatchNorm,
+    batch_spread_channel,
+    pyramid_levels,
+    scaled_channels,
+    spectral_if,
+)
 
 FUSION_NORMS = ("spectral", "none")
 
@@ -159,7 +165,7 @@ class FusionDiscriminator(keras.Model):
             return scaled_channels(base_channels << min(level, 3), width)
 
         images = keras.Input((image_size, image_size, 3))
-        x = self._spectral(layers.Conv2D(channels(0), 3, padding="same", name="from_rgb"))(images)
+        x = spectral_if(layers.Conv2D(channels(0), 3, padding="same", name="from_rgb"), self.norm)(images)
         for level in range(levels):
             x = self._down_block(x, channels(level + 1), name=f"down{level + 1}")
         self.image_encoder = keras.Model(images, x, name="image_encoder")
@@ -168,32 +174,28 @@ class FusionDiscriminator(keras.Model):
         self.joint = keras.Sequential([
             keras.Input((self.feature_size, self.feature_size,
                          feature_channels + text_dim + int(minibatch_std))),
-            self._spectral(layers.Conv2D(feature_channels, 3, padding="same", name="joint")),
+            spectral_if(layers.Conv2D(feature_channels, 3, padding="same", name="joint"), self.norm),
             layers.LeakyReLU(0.2),
             layers.Flatten(),
             layers.Dropout(dropout, seed=seed),
-            self._spectral(layers.Dense(1, name="logit", dtype="float32")),
+            spectral_if(layers.Dense(1, name="logit", dtype="float32"), self.norm),
         ], name="joint")  # fmt: skip
-        self.projection = self._spectral(
-            layers.Dense(feature_channels, use_bias=False, name="projection", dtype="float32")
+        self.projection = spectral_if(
+            layers.Dense(feature_channels, use_bias=False, name="projection", dtype="float32"), self.norm
         )
         self((ops.zeros((1, image_size, image_size, 3)), ops.zeros((1, text_dim))))
 
-    def _spectral(self, layer):
-        if self.norm != "spectral":
-            return layer
-        return layers.SpectralNormalization(layer, name=f"{layer.name}_sn", dtype=layer.dtype_policy)
-
     def _down_block(self, x, out_channels: int, name: str):
         residual = layers.LeakyReLU(0.2)(x)
-        residual = self._spectral(layers.Conv2D(out_channels, 4, strides=2, padding="same",
-                                                name=f"{name}_conv1"))(residual)  # fmt: skip
+        conv1 = layers.Conv2D(out_channels, 4, strides=2, padding="same", name=f"{name}_conv1")
+        residual = spectral_if(conv1, self.norm)(residual)
         residual = layers.LeakyReLU(0.2)(residual)
-        residual = self._spectral(layers.Conv2D(out_channels, 3, padding="same", name=f"{name}_conv2"))(residual)
+        conv2 = layers.Conv2D(out_channels, 3, padding="same", name=f"{name}_conv2")
+        residual = spectral_if(conv2, self.norm)(residual)
         residual = Gate(name=f"{name}_gate")(residual)
         shortcut = layers.AveragePooling2D(2)(x)
         if x.shape[-1] != out_channels:
-            shortcut = self._spectral(layers.Conv2D(out_channels, 1, name=f"{name}_shortcut"))(shortcut)
+            shortcut = spectral_if(layers.Conv2D(out_channels, 1, name=f"{name}_shortcut"), self.norm)(shortcut)
         return layers.Add(name=name)([shortcut, residual])
 
     def encode(self, images, training=None):
