@@ -142,7 +142,8 @@ def fit(
             start_step, started = gan.step, time.perf_counter()
             gan.fit(
                 training_batches(train_split.images, train_embeddings, batch_size=batch_size,
-                                 seed=seed, start_step=gan.step),
+                                 seed=seed, start_step=gan.step, crop_size=train_split.crop_size,
+                                 random_flip=train_split.random_flip),
                 epochs=1,
                 shuffle=False,
                 steps_per_epoch=steps - gan.step,

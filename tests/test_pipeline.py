@@ -46,3 +46,30 @@ def test_a_resumed_stream_continues_exactly():
         np.testing.assert_array_equal(t_full, t_resumed)
     other_seed = take(training_batches(images, embeddings, batch_size=4, seed=8), 1)
     assert not np.array_equal(full[0][1], other_seed[0][1])
+
+
+def test_random_crops_and_flips_are_windows_of_each_image_and_differ_per_image():
+    num_images = 16
+    # Each image is a ramp (row * 16 + column), so a window's top-left pixel names its corner.
+    ramp = (np.arange(10)[:, None] * 16 + np.arange(10)[None, :]).astype(np.uint8)
+    images = np.broadcast_to(ramp[None, :, :, None], (num_images, 10, 10, 3)).copy()
+    _, embeddings = make_data(num_images=num_images)
+    dataset = training_batches(images, embeddings, batch_size=16, seed=1, crop_size=8, random_flip=True)
+    (real_images, _), = take(dataset, 1)
+    assert real_images.shape == (16, 8, 8, 3)
+    pixels = np.rint((real_images[..., 0] + 1.0) * 127.5).astype(int)
+    corners, flips = set(), 0
+    for window in pixels:
+        flipped = window[0, 0] > window[0, -1]
+        flips += flipped
+        window = window[:, ::-1] if flipped else window
+        top, left = divmod(int(window[0, 0]), 16)
+        np.testing.assert_array_equal(window, ramp[top : top + 8, left : left + 8])
+        corners.add((top, left))
+    assert len(corners) > 3 and 0 < flips < 16  # a window and a coin flip per image
+
+
+def test_without_crop_size_images_pass_unchanged():
+    images, embeddings = make_data()
+    (real_images, text), = take(training_batches(images, embeddings, batch_size=4, seed=0, crop_size=8), 1)
+    np.testing.assert_allclose(real_images, images[text[:, 0].astype(int)] / 127.5 - 1.0, atol=1e-6)

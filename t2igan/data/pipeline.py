@@ -16,18 +16,24 @@ def training_batches(
     batch_size: int,
     seed: int,
     start_step: int = 0,
+    crop_size: int | None = None,
+    random_flip: bool = False,
 ) -> tf.data.Dataset:
     """An endless dataset of `(real_images, text_embeddings)` from step `start_step` on.
 
-    `images` (N, S, S, 3) uint8, `caption_embeddings` (N, C, D): C captions per image. Yields
+    `images` (N, L, L, 3) uint8, `caption_embeddings` (N, C, D): C captions per image. Yields
     real_images (B, S, S, 3) float32 in [-1, 1] and text_embeddings (B, D) float32, one random
-    caption per image. Each epoch is a fresh permutation of the N images; the last N mod B
-    images of a permutation wait for the next one.
+    caption per image. S is `crop_size` (a random S x S crop of each image; None: S = L), and
+    `random_flip` mirrors each image with probability 1/2. Each epoch is a fresh permutation
+    of the N images; the last N mod B images of a permutation wait for the next one.
     """
     num_images, captions_per_image = caption_embeddings.shape[:2]
     if num_images < batch_size:
         raise ValueError(f"batch size {batch_size} is larger than the dataset ({num_images} images)")
     steps_per_epoch = num_images // batch_size
+    image_size = images.shape[1]
+    if crop_size is not None and crop_size > image_size:
+        raise ValueError(f"crop size {crop_size} is larger than the images ({image_size} px)")
     images = tf.constant(images)
     caption_embeddings = tf.constant(caption_embeddings, dtype=tf.float32)
 
@@ -40,7 +46,18 @@ def training_batches(
         caption_choice = tf.random.stateless_uniform(
             [batch_size], seed=tf.stack([seed + 1, step]), maxval=captions_per_image, dtype=tf.int64
         )
-        real_images = tf.cast(tf.gather(images, indices), tf.float32) / 127.5 - 1.0
+        real_images = tf.gather(images, indices)  # uint8 until cropped: less to copy
+        if crop_size is not None and crop_size < image_size:
+            # A separate random window per image: row and column indices gathered per sample.
+            corners = tf.random.stateless_uniform([2, batch_size, 1], seed=tf.stack([seed + 2, step]),
+                                                  maxval=image_size - crop_size + 1, dtype=tf.int64)  # fmt: skip
+            window = tf.range(crop_size, dtype=tf.int64)[None, :]
+            real_images = tf.gather(real_images, corners[0] + window, axis=1, batch_dims=1)
+            real_images = tf.gather(real_images, corners[1] + window, axis=2, batch_dims=1)
+        if random_flip:
+            flip = tf.random.stateless_uniform([batch_size, 1, 1, 1], seed=tf.stack([seed + 3, step])) < 0.5
+            real_images = tf.where(flip, tf.reverse(real_images, axis=[2]), real_images)
+        real_images = tf.cast(real_images, tf.float32) / 127.5 - 1.0
         text_embeddings = tf.gather_nd(
             caption_embeddings, tf.stack([indices, caption_choice], axis=-1)
         )
