@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from t2igan.errors import UserError
 from t2igan.gan import METRIC_NAMES
 from t2igan.augment import POLICIES
+from t2igan.data.decode import CROPS
 from t2igan.losses import LOSS_KINDS
 from t2igan.models import ARCHITECTURE_NORMS, ARCHITECTURES
 from t2igan.models.discriminator import AUGMENTATIONS, NORMS
@@ -86,6 +87,13 @@ def _policies(value):
         return f"must be a list drawn from {list(POLICIES)}"
 
 
+def _split_files(value):
+    if not isinstance(value, dict) or set(value) != {"train", "test"} or not all(
+        isinstance(path, str) and path for path in value.values()
+    ):
+        return "must be null or {train: <file>, test: <file>}"
+
+
 def _optional(check: Callable) -> Callable:
     def optional(value):
         return None if value is None else check(value)
@@ -104,11 +112,7 @@ LEARNING_RATE = _number(0.0, 1.0, low_open=True)
 
 SCHEMA: dict[str, dict[str, Callable]] = {
     "paths": {"root": _text, "cache": _text, "runs": _text},
-    "data": {
-        "name": _choice("toybirds"), "num_train": POSITIVE, "num_test": POSITIVE,
-        "image_size": _image_size, "captions_per_image": POSITIVE,
-        "heldout_fraction": _number(0.0, 1.0, low_open=True, high_open=True), "seed": _integer(0),
-    },
+    "data": {},  # per dataset: DATA_SCHEMAS
     "text": {
         "model": _optional_text, "dim": POSITIVE, "batch_size": POSITIVE, "device": _text,
         "offline": _boolean, "cache_dir": _text,
@@ -154,6 +158,25 @@ SCHEMA: dict[str, dict[str, Callable]] = {
 }  # fmt: skip
 TOP_LEVEL = {"seed": _integer(0)}
 
+_REAL_DATA = {
+    "name": _text, "root": _text, "image_size": _image_size, "captions_per_image": POSITIVE,
+    "crop": _choice(*CROPS), "random_crop": _boolean, "random_flip": _boolean,
+    "num_train": _optional(POSITIVE), "num_test": _optional(POSITIVE),
+}
+_SPLIT_BY_FILE = {"split_file": _optional_text, "test_fraction": _number(0.0, 1.0, low_open=True, high_open=True)}
+DATA_SCHEMAS: dict[str, dict[str, Callable]] = {
+    "toybirds": {
+        "name": _text, "num_train": POSITIVE, "num_test": POSITIVE,
+        "image_size": _image_size, "captions_per_image": POSITIVE,
+        "heldout_fraction": _number(0.0, 1.0, low_open=True, high_open=True), "seed": _integer(0),
+    },
+    "cub": _REAL_DATA | {"text_dir": _optional_text, "split_files": _optional(_split_files)},
+    "flowers": _REAL_DATA | {"text_dir": _optional_text, "split_files": _optional(_split_files)},
+    "coco": _REAL_DATA | {"train_split": _text, "test_split": _text},
+    "seed": _REAL_DATA | _SPLIT_BY_FILE | {"image_dir": _text, "caption_dir": _text},
+    "folder": _REAL_DATA | _SPLIT_BY_FILE,
+}  # fmt: skip
+
 
 def problems(cfg: DictConfig) -> list[str]:
     """Everything wrong with `cfg`, as `key: what is wrong` lines; empty if it can run."""
@@ -169,6 +192,11 @@ def problems(cfg: DictConfig) -> list[str]:
             found.append(f"{key}: {message} (got {config.get(key)!r})")
     for section, checks in SCHEMA.items():
         values = config.get(section)
+        if section == "data" and isinstance(values, dict):
+            if values.get("name") not in DATA_SCHEMAS:
+                found.append(f"data.name: unknown dataset {values.get('name')!r} (known: {', '.join(DATA_SCHEMAS)})")
+                continue
+            checks = DATA_SCHEMAS[values["name"]]
         if not isinstance(values, dict):
             found.append(f"{section}: missing config group")
             continue

@@ -14,11 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 from t2igan.errors import UserError
 
 
-def _absolute_paths(config: dict) -> None:
+def absolute_paths(config: dict) -> None:
     # Hydra may change the working directory of a job; everything is anchored here, once.
     for key in ("root", "cache", "runs"):
         config["paths"][key] = str(Path(config["paths"][key]).resolve())
     config["text"]["cache_dir"] = str(Path(config["text"]["cache_dir"]).resolve())
+    if "root" in config["data"]:
+        config["data"]["root"] = str(Path(config["data"]["root"]).expanduser().resolve())
 
 
 def _without_name(group: dict) -> dict:
@@ -39,13 +41,13 @@ def train(cfg: DictConfig) -> float:
 
     validate(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
-    _absolute_paths(config)
+    absolute_paths(config)
     data, text, model, balance, optim, run = (config[key] for key in
                                               ("data", "text", "model", "balance", "optim", "trainer"))  # fmt: skip
     keras.mixed_precision.set_global_policy(run["precision"])
     keras.utils.set_random_seed(config["seed"])
 
-    splits = load_dataset(**data, cache_dir=Path(config["paths"]["cache"]) / "data")
+    splits = load_dataset(**data, cache_dir=Path(config["paths"]["cache"]) / "data", progress=run["progress"])
     embedder = CaptionEmbedder(**text, show_progress=run["progress"])
     name = run_name(config)
     folder = RunFolder(Path(config["paths"]["runs"]) / name)

@@ -1,5 +1,10 @@
-"""Datasets by name: each returns train and test splits of captioned images, cached on disk."""
+"""Datasets by name: each returns train and test splits of captioned images, cached on disk.
 
+`toybirds` is drawn here; the real layouts (cub, flowers, coco, seed, folder) are read by
+t2igan.data.layouts and decoded once by t2igan.data.prepared.
+"""
+
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -8,7 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from t2igan.data import toybirds
-from t2igan.errors import UserError
+from t2igan.data.layouts import LAYOUTS
+from t2igan.data.listing import DatasetError
+from t2igan.data.prepared import format_report, prepare
 from t2igan.io import atomic_save_npz
 
 # Bump when toybirds' drawing or captions change, so stale caches are not reused.
@@ -21,12 +28,16 @@ class CaptionedImages:
 
     `images` (N, S, S, 3) uint8; `captions` N lists of C strings. `attributes` (N, A) int32 and
     `mentions` (N, C, A) bool are ground truth where the dataset has it (toybirds), else None.
+    How training reads the split: `crop_size` takes random crops of that size (None: the
+    images as they are), `random_flip` mirrors half of them.
     """
 
     images: np.ndarray
     captions: list[list[str]]
     attributes: np.ndarray | None = None
     mentions: np.ndarray | None = None
+    crop_size: int | None = None
+    random_flip: bool = False
 
     def __len__(self) -> int:
         return len(self.images)
@@ -79,17 +90,31 @@ def load_toybirds(
         }
 
 
-DATASETS = {"toybirds": load_toybirds}
+def load_prepared(layout: str, *, cache_dir: str | Path, random_flip: bool, progress: bool = True,
+                  **options) -> dict[str, CaptionedImages]:  # fmt: skip
+    """A real dataset in layout `layout`, prepared once (see t2igan.data.prepared.prepare)."""
+    prepared = prepare(layout, cache_dir=cache_dir, progress=progress, **options)
+    print(f"{format_report(prepared.report)}\n  prepared images: {prepared.path}")
+    crop_size = options["image_size"] if options["random_crop"] else None
+    return {
+        "train": CaptionedImages(prepared.images["train"], prepared.captions["train"],
+                                 crop_size=crop_size, random_flip=random_flip),
+        "test": CaptionedImages(prepared.images["test"], prepared.captions["test"]),
+    }  # fmt: skip
 
 
-class DatasetError(UserError):
-    """A dataset cannot be loaded as configured."""
+DATASETS = {"toybirds": load_toybirds} | {
+    layout: functools.partial(load_prepared, layout) for layout in LAYOUTS
+}
 
 
-def load_dataset(name: str, *, cache_dir: str | Path, **options) -> dict[str, CaptionedImages]:
+def load_dataset(name: str, *, cache_dir: str | Path, progress: bool = True,
+                 **options) -> dict[str, CaptionedImages]:  # fmt: skip
     """The `train` and `test` splits of dataset `name`, with `options` from its config."""
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
+    if name != "toybirds":
+        options["progress"] = progress
     try:
         return DATASETS[name](cache_dir=cache_dir, **options)
     except ValueError as error:  # the dataset's own argument checks

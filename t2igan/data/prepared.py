@@ -1,0 +1,169 @@
+"""A layout's images decoded, cropped and resized once, into one `.npz` per source state.
+
+The cache key covers the layout's listing (names, captions, boxes, each image's size and
+modification time) and the preparation options, so editing, adding or removing a source file
+prepares again, and an unchanged source is never decoded twice. Nothing under the dataset root
+is written.
+"""
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from t2igan.data.decode import UnreadableImage, load_square
+from t2igan.data.layouts import LAYOUTS, SPLITS
+from t2igan.data.listing import DatasetError, Entry, Listing, Skips
+from t2igan.io import atomic_save_npz
+
+# Bump when decoding or cropping changes, so stale caches are not reused.
+PREPARE_VERSION = 1
+# StackGAN's margin for random crops: images are stored at 76/64 of the training size.
+CROP_MARGIN = 76 / 64
+
+
+def load_size(image_size: int, random_crop: bool) -> int:
+    """The stored size of training images: with random crops, StackGAN's 76/64 margin."""
+    return int(image_size * CROP_MARGIN) if random_crop else image_size
+
+
+@dataclass
+class Prepared:
+    """Arrays of a prepared dataset: `images[split]` (N, S, S, 3) uint8, `captions[split]`
+    N lists of `captions_per_image` strings, and the preparation `report` (counts, skips)."""
+
+    images: dict[str, np.ndarray]
+    captions: dict[str, list[list[str]]]
+    report: dict
+    path: Path
+
+
+def _fingerprint(layout: str, root: Path, listing: Listing, options: dict) -> str:
+    digest = hashlib.sha1(json.dumps([PREPARE_VERSION, layout, str(root), options], sort_keys=True).encode())
+    for split in SPLITS:
+        for entry in listing.splits[split]:
+            try:
+                stat = entry.image.stat()
+                state = [stat.st_size, stat.st_mtime_ns]
+            except OSError:
+                state = None
+            digest.update(json.dumps([split, entry.name, entry.captions, entry.box, state]).encode())
+    return digest.hexdigest()[:16]
+
+
+def _fixed_captions(captions: tuple[str, ...], count: int) -> list[str]:
+    """Exactly `count` captions: the first `count`, or all of them repeated in turn."""
+    return [captions[i % len(captions)] for i in range(count)]
+
+
+def _decode_split(entries: list[Entry], *, size: int, final_size: int, crop: str, skips: Skips,
+                  progress: bool, description: str) -> tuple[np.ndarray, list[Entry]]:  # fmt: skip
+    """Decode every entry (threads: PIL releases the GIL); returns the images that decoded and
+    their entries. Images are resized to `size`, then centre-cropped to `final_size`."""
+    offset = (size - final_size) // 2
+
+    def decode(entry: Entry):
+        try:
+            image = load_square(entry.image, size, crop=crop, box=entry.box)
+        except UnreadableImage as error:
+            return entry, None, str(error)
+        return entry, image[offset : offset + final_size, offset : offset + final_size], None
+
+    images, kept = [], []
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        results = pool.map(decode, entries)
+        for entry, image, reason in tqdm(results, total=len(entries), desc=description, unit="img",
+                                         disable=not progress):  # fmt: skip
+            if image is None:
+                skips.add("unreadable image", f"{entry.name}: {reason}")
+                continue
+            images.append(image)
+            kept.append(entry)
+    array = np.stack(images) if images else np.zeros((0, final_size, final_size, 3), np.uint8)
+    return array, kept
+
+
+def prepare(
+    layout: str,
+    *,
+    root: str | Path,
+    cache_dir: str | Path,
+    image_size: int,
+    captions_per_image: int,
+    crop: str,
+    random_crop: bool,
+    num_train: int | None = None,
+    num_test: int | None = None,
+    progress: bool = True,
+    **layout_options,
+) -> Prepared:
+    """Prepare dataset `layout` (see t2igan.data.layouts) found at `root`, or reuse its cache.
+
+    Training images are stored at `load_size(image_size, random_crop)` for random crops; test
+    images at `image_size` (the centre of the same resize). `num_train` / `num_test` keep the
+    first N entries of a split (None: all). Raises DatasetError when a split ends up empty.
+    """
+    root = Path(root).expanduser().resolve()
+    if layout == "cub":
+        layout_options["need_boxes"] = crop == "bbox"
+    listing = LAYOUTS[layout](root, **layout_options)
+    for split, limit in zip(SPLITS, (num_train, num_test)):
+        if limit is not None:
+            listing.splits[split] = listing.splits[split][:limit]
+    options = dict(image_size=image_size, captions_per_image=captions_per_image, crop=crop,
+                   random_crop=random_crop)  # fmt: skip
+    path = Path(cache_dir) / f"{layout}-{_fingerprint(layout, root, listing, options)}.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as store:
+            report = json.loads(str(store["report"]))
+            return Prepared(
+                images={split: store[f"{split}/images"] for split in SPLITS},
+                captions={split: store[f"{split}/captions"].tolist() for split in SPLITS},
+                report=report, path=path,
+            )  # fmt: skip
+
+    skips, notes = listing.skips, listing.notes
+    images, captions = {}, {}
+    sizes = {"train": load_size(image_size, random_crop), "test": load_size(image_size, random_crop)}
+    for split in SPLITS:
+        final = sizes[split] if split == "train" else image_size
+        images[split], kept = _decode_split(
+            listing.splits[split], size=sizes[split], final_size=final, crop=crop, skips=skips,
+            progress=progress, description=f"prepare {layout} {split}",
+        )  # fmt: skip
+        for entry in kept:
+            if len(entry.captions) < captions_per_image:
+                notes.add(f"fewer than {captions_per_image} captions (repeated in turn)", entry.name)
+        captions[split] = [_fixed_captions(entry.captions, captions_per_image) for entry in kept]
+    report = {
+        "layout": layout, "root": str(root),
+        "images": {split: len(captions[split]) for split in SPLITS},
+        "skipped": {reason: {"count": len(names), "examples": names[:5]} for reason, names in sorted(skips.reasons.items())},
+        "notes": {reason: {"count": len(names), "examples": names[:5]} for reason, names in sorted(notes.reasons.items())},
+    }  # fmt: skip
+    for split in SPLITS:
+        if not captions[split]:
+            raise DatasetError(f"data={layout}: no usable {split} images under {root}\n" + format_report(report))
+    arrays = {"report": np.array(json.dumps(report))}
+    for split in SPLITS:
+        arrays[f"{split}/images"] = images[split]
+        arrays[f"{split}/captions"] = np.array(captions[split], dtype=str).reshape(-1, captions_per_image)
+    atomic_save_npz(path, **arrays)
+    return Prepared(images=images, captions=captions, report=report, path=path)
+
+
+def format_report(report: dict) -> str:
+    """What a preparation kept and skipped, for the terminal."""
+    counts = report["images"]
+    lines = [f"data={report['layout']} ({report['root']}): {counts['train']:,} train and "
+             f"{counts['test']:,} test images"]  # fmt: skip
+    for title, section in (("skipped", report["skipped"]), ("note", report["notes"])):
+        for reason, found in section.items():
+            shown = ", ".join(found["examples"][:3]) + (", ..." if found["count"] > 3 else "")
+            lines.append(f"  {title}: {found['count']:,} {reason} (e.g. {shown})")
+    return "\n".join(lines)
