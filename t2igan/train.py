@@ -34,6 +34,7 @@ def train(cfg: DictConfig) -> float:
     from t2igan import trainer
     from t2igan.config import validate
     from t2igan.data.datasets import load_dataset
+    from t2igan.data.listing import DatasetError
     from t2igan.gan import build_gan
     from t2igan.runs import RunFolder, run_name
     from t2igan.text.encoder import CaptionEmbedder
@@ -48,6 +49,9 @@ def train(cfg: DictConfig) -> float:
     keras.utils.set_random_seed(config["seed"])
 
     splits = load_dataset(**data, cache_dir=Path(config["paths"]["cache"]) / "data", progress=run["progress"])
+    if len(splits["train"]) < run["batch_size"]:  # real datasets are counted only once prepared
+        raise DatasetError(f"trainer.batch_size ({run['batch_size']}) exceeds the {len(splits['train'])} "
+                           f"training images of data={data['name']}")  # fmt: skip
     embedder = CaptionEmbedder(**text, show_progress=run["progress"])
     name = run_name(config)
     folder = RunFolder(Path(config["paths"]["runs"]) / name)

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 import t2igan  # noqa: F401
 from t2igan.data.pipeline import training_batches
@@ -69,7 +70,8 @@ def test_random_crops_and_flips_are_windows_of_each_image_and_differ_per_image()
     assert len(corners) > 3 and 0 < flips < 16  # a window and a coin flip per image
 
 
-def test_without_crop_size_images_pass_unchanged():
+@pytest.mark.parametrize("crop_size", [None, 8])
+def test_without_a_smaller_crop_size_images_pass_unchanged(crop_size):
     images, embeddings = make_data()
-    (real_images, text), = take(training_batches(images, embeddings, batch_size=4, seed=0, crop_size=8), 1)
+    (real_images, text), = take(training_batches(images, embeddings, batch_size=4, seed=0, crop_size=crop_size), 1)
     np.testing.assert_allclose(real_images, images[text[:, 0].astype(int)] / 127.5 - 1.0, atol=1e-6)

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 # How a source image becomes a square before resizing: StackGAN's bird crop (a square of
 # 1.5 x max(w, h) centred on the bounding box, clipped to the image), the centred square of
@@ -38,17 +38,27 @@ def center_crop_box(width: int, height: int) -> tuple[int, ...]:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """8-bit RGB from any PIL mode; transparent pixels become white."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16-bit grayscale: PIL's own convert("L") would clip everything above 255 to white.
-        levels = np.asarray(image, dtype=np.float64) / 257.0
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        # PIL's own convert("L") clips everything above 255 to white. 16-bit files are scaled
+        # by 257; 32-bit integer or float images by what their values show (0-1, 0-255, 16-bit).
+        levels = np.asarray(image, dtype=np.float64)
+        peak = float(levels.max()) if levels.size else 0.0
+        if image.mode.startswith("I;16") or peak > 255:
+            levels = levels / 257.0
+        elif image.mode == "F" and peak <= 1.0:
+            levels = levels * 255.0
         image = Image.fromarray(np.clip(np.rint(levels), 0, 255).astype(np.uint8), "L")
-    elif image.mode == "F":
-        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8), "L")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+# EXIF orientation -> the transpose that shows the image upright (as ImageOps.exif_transpose).
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+            4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+            6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}  # fmt: skip
 
 
 def load_square(
@@ -60,14 +70,16 @@ def load_square(
 ) -> np.ndarray:
     """The image at `path` cropped square (`crop`, see CROPS) and resized: (size, size, 3) uint8.
 
-    `box` is the (x, y, w, h) bounding box `crop="bbox"` centres on, in the file's pixels; with
-    no box, "bbox" falls back to "center". Resizing is PIL bicubic with antialiasing.
+    `box` is the (x, y, w, h) bounding box `crop="bbox"` centres on, in the file's pixels (as
+    stored, before EXIF rotation); with no box, "bbox" falls back to "center". Resizing is PIL
+    bicubic with antialiasing; the square is then turned upright by the file's EXIF
+    orientation (cropping the stored pixels first gives the same square, and keeps boxes valid).
     """
     try:
         if Path(path).stat().st_size == 0:
             raise UnreadableImage("empty file")
         with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image) if image.getexif() else image
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
             width, height = image.size
             if crop == "bbox" and box is not None:
                 region = bird_crop_box(width, height, box)
@@ -80,10 +92,14 @@ def load_square(
                 scale_x = size / max(1, region[2] - region[0])
                 scale_y = size / max(1, region[3] - region[1])
                 image.draft(image.mode, (math.ceil(width * scale_x), math.ceil(height * scale_y)))
-                shrink = image.size[0] / width
-                region = tuple(round(edge * shrink) for edge in region)
+                shrink_x, shrink_y = image.size[0] / width, image.size[1] / height
+                left, top, right, bottom = region
+                region = (max(0, round(left * shrink_x)), max(0, round(top * shrink_y)),
+                          min(image.size[0], round(right * shrink_x)), min(image.size[1], round(bottom * shrink_y)))  # fmt: skip
             image = to_rgb(image)
             square = image.crop(region).resize((size, size), Image.BICUBIC)
+            if orientation in _UPRIGHT:
+                square = square.transpose(_UPRIGHT[orientation])
             return np.asarray(square, dtype=np.uint8)
     except UnidentifiedImageError:
         raise UnreadableImage("not an image format PIL knows") from None

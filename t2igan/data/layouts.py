@@ -202,14 +202,18 @@ def list_coco(root: Path, *, train_split: str = "train2014", test_split: str = "
             files = {image["id"]: image["file_name"] for image in content["images"]}
             captions: dict[int, list[str]] = {}
             for annotation in content["annotations"]:
-                caption = " ".join(str(annotation["caption"]).split())
+                caption = annotation["caption"]
+                caption = " ".join(caption.split()) if isinstance(caption, str) else ""
                 if caption:
                     captions.setdefault(annotation["image_id"], []).append(caption)
-        except (ValueError, KeyError, TypeError) as error:
+        except (ValueError, KeyError, TypeError, RecursionError) as error:
             raise DatasetError(f"{layout}: {annotations} is not a COCO captions file "
                                f"({type(error).__name__}: {error})") from error  # fmt: skip
         entries = []
-        for image_id, file_name in sorted(files.items()):
+        for image_id, file_name in sorted(files.items(), key=lambda item: str(item[0])):
+            if not isinstance(file_name, str) or not file_name:
+                skips.add("image entry without a file name", f"captions_{name}.json id {image_id}")
+                continue
             image = folder / file_name
             if image_id not in captions:
                 skips.add("no caption", f"{name}/{file_name}")
@@ -222,12 +226,14 @@ def list_coco(root: Path, *, train_split: str = "train2014", test_split: str = "
 
 
 def _fraction_or_file_split(root: Path, entries: list[Entry], *, test_fraction: float,
-                            split_file: str | None, layout: str) -> dict[str, list[Entry]]:  # fmt: skip
+                            split_file: str | None, layout: str, skips: Skips) -> dict[str, list[Entry]]:  # fmt: skip
     """Test entries are those named in `split_file` (paths relative to root), else a stable
     `test_fraction` chosen by hashing each name."""
     if split_file:
         test_names = set(read_name_list(require(root / split_file, "the split file (data.split_file)", layout)))
         is_test = [entry.name in test_names for entry in entries]
+        for name in sorted(test_names - {entry.name for entry in entries}):
+            skips.add(f"name in {split_file} matches no captioned image", name)
     else:
         is_test = [in_test_split(entry.name, test_fraction) for entry in entries]
         if len(entries) > 1 and not any(is_test):
@@ -256,7 +262,8 @@ def list_seed(root: Path, *, image_dir: str = "images", caption_dir: str = "capt
         captions = read_captions(caption_file, f"{caption_dir}/{relative.with_suffix('.txt').as_posix()}", skips)
         if captions:
             entries.append(Entry(name, image, tuple(captions)))
-    splits = _fraction_or_file_split(root, entries, test_fraction=test_fraction, split_file=split_file, layout=layout)
+    splits = _fraction_or_file_split(root, entries, test_fraction=test_fraction, split_file=split_file,
+                                     layout=layout, skips=skips)  # fmt: skip
     return Listing(splits, skips)
 
 
@@ -275,7 +282,7 @@ def _captioned_images(folder: Path, root: Path, skips: Skips) -> list[Entry]:
             try:
                 record = json.loads(line)
                 file_name, text = record["file_name"], record["text"]
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 skips.add("bad metadata.jsonl line", f"{metadata.relative_to(root).as_posix()}:{number}")
                 continue
             texts = [text] if isinstance(text, str) else text if isinstance(text, list) else []
@@ -315,11 +322,15 @@ def list_folder(root: Path, *, test_fraction: float = 0.1, split_file: str | Non
         raise DatasetError(f"{layout}: data.root {root} is not a folder")
     skips = Skips()
     if not split_file and (root / "train").is_dir() and (root / "test").is_dir():
-        splits = {split: _captioned_images(root / split, root, skips) for split in SPLITS}
+        if (root / "metadata.jsonl").exists():  # one file for both, naming train/... and test/...
+            entries = _captioned_images(root, root, skips)
+            splits = {split: [e for e in entries if e.name.startswith(f"{split}/")] for split in SPLITS}
+        else:
+            splits = {split: _captioned_images(root / split, root, skips) for split in SPLITS}
     else:
         entries = _captioned_images(root, root, skips)
         splits = _fraction_or_file_split(root, entries, test_fraction=test_fraction,
-                                         split_file=split_file, layout=layout)  # fmt: skip
+                                         split_file=split_file, layout=layout, skips=skips)  # fmt: skip
     if not any(splits.values()):
         raise DatasetError(f"{layout}: no captioned images under {root}: expected images with a "
                            "metadata.jsonl (file_name, text) or a .txt caption file beside each")  # fmt: skip

@@ -1,7 +1,7 @@
 """What every dataset layout produces before any image is decoded: entries and a skip tally.
 
 Layouts (t2igan/data/layouts.py) read only small files here (split lists, captions,
-annotations); the images themselves are decoded once, by t2igan/data/prepare.py.
+annotations); the images themselves are decoded once, by t2igan/data/prepared.py.
 """
 
 import hashlib
@@ -93,12 +93,15 @@ def read_name_list(path: Path) -> list[str]:
         try:
             with open(path, "rb") as handle:
                 names = _NoObjects(handle, encoding="latin1").load()
-        except (pickle.UnpicklingError, EOFError, ValueError, OSError, IndexError) as error:
-            raise DatasetError(f"{path} is not a pickled list of file names ({error}); "
-                               "a text file with one name per line works too") from error  # fmt: skip
+        except Exception as error:  # untrusted bytes: any failure to unpickle means "not a list"
+            raise DatasetError(f"{path} is not a pickled list of file names ({type(error).__name__}: "
+                               f"{error}); a text file with one name per line works too") from None  # fmt: skip
         if not isinstance(names, (list, tuple)) or not all(isinstance(n, (str, bytes)) for n in names):
             raise DatasetError(f"{path} must hold a list of strings, found {type(names).__name__}")
-        return [n.decode("utf-8") if isinstance(n, bytes) else n for n in names]
+        try:
+            return [n.decode("utf-8") if isinstance(n, bytes) else n for n in names]
+        except UnicodeDecodeError as error:
+            raise DatasetError(f"{path} holds names that are not UTF-8 ({error})") from None
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as error:
