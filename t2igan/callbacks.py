@@ -268,3 +268,32 @@ class CollapseWatch(keras.callbacks.Callback):
             print(f"stopping: {self.reason}")
             self.tracker.set_tags({"collapse_reason": self.reason})
             self.model.stop_training = True
+
+
+class ObjectiveReport(keras.callbacks.Callback):
+    """Hands each new value of the run's objective to `report(step, value)` (a sweep trial's
+    link to its study): after every log interval for a training metric, after every
+    evaluation for an `eval/` metric. When `report` returns True (the study's pruner says the
+    trial is unpromising) training stops and `reason` says when and why."""
+
+    def __init__(self, report: Callable[[int, float], bool], objective: str, logger: MetricLogger,
+                 evaluation: Evaluation | None):  # fmt: skip
+        super().__init__()
+        self.report, self.objective = report, objective
+        self.source = evaluation if objective.startswith("eval/") else logger
+        self.reason: str | None = None
+        self._last_reported = None
+
+    def on_train_begin(self, logs=None):
+        self._last_reported = self.source.last_step if self.source is not None else None
+
+    def on_train_batch_end(self, batch, logs=None):
+        source = self.source
+        if source is None or self.reason is not None or source.last_step == self._last_reported:
+            return
+        self._last_reported = step = source.last_step
+        value = source.latest.get(self.objective)
+        if value is not None and self.report(step, float(value)):
+            self.reason = f"pruned by the study at step {step} ({self.objective}={value:.4g})"
+            print(f"stopping: {self.reason}")
+            self.model.stop_training = True

@@ -57,6 +57,7 @@ class MlflowTracker:
 
     `uri` is the tracking URI; with a local sqlite store, artifacts go to `artifact_root`
     (an absolute folder) rather than a path relative to whatever the working directory is.
+    `tags` are set on the run (e.g. `mlflow.parentRunId`, which makes it a child run).
     """
 
     def __init__(
@@ -67,6 +68,7 @@ class MlflowTracker:
         run_name: str,
         run_id: str | None = None,
         artifact_root: str | Path | None = None,
+        tags: dict[str, str] | None = None,
     ):
         import mlflow
         from mlflow.tracking import MlflowClient
@@ -85,7 +87,9 @@ class MlflowTracker:
             self.run_id = run_id
             self.resumed = True
         else:
-            self.run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
+            self.run_id = self.client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+        if tags and self.resumed:
+            self.set_tags(tags)
 
     def _reopenable(self, run_id: str, experiment_id: str) -> bool:
         """Whether `run_id` is a live run of this experiment (not deleted, not elsewhere)."""
@@ -151,7 +155,8 @@ def default_tracking_uri(root: str | Path) -> str:
 
 
 def make_tracker(*, enabled: bool, uri: str | None, experiment: str, root: str | Path,
-                 run_name: str, run_id: str | None = None, **_unused):
+                 run_name: str, run_id: str | None = None, tags: dict[str, str] | None = None,
+                 **_unused):  # fmt: skip
     """The tracker the `tracking` config asks for: MLflow at `uri` (None: sqlite under
     `root`), reopening `run_id` when it exists, or a NullTracker when disabled."""
     if not enabled:
@@ -162,4 +167,5 @@ def make_tracker(*, enabled: bool, uri: str | None, experiment: str, root: str |
         run_name=run_name,
         run_id=run_id,
         artifact_root=None if uri else Path(root).resolve() / "mlartifacts",
+        tags=tags,
     )

@@ -37,6 +37,7 @@ def train(cfg: DictConfig) -> float:
     from t2igan.data.listing import DatasetError
     from t2igan.gan import build_gan
     from t2igan.runs import RunFolder, run_name
+    from t2igan.sweep import active_trial
     from t2igan.text.encoder import CaptionEmbedder
     from t2igan.tracking import make_tracker
 
@@ -68,8 +69,14 @@ def train(cfg: DictConfig) -> float:
     if run["eval_every"] and splits["test"].attributes is not None:
         evaluate = _toybirds_evaluation(splits["test"], embedder, model, config, progress=run["progress"])
 
+    trial = active_trial()  # inside an Optuna sweep: report to the study, child MLflow run
+
     def open_tracker(run_id: str | None):
-        return make_tracker(**config["tracking"], root=config["paths"]["root"], run_name=name, run_id=run_id)
+        tracker = make_tracker(**config["tracking"], root=config["paths"]["root"], run_name=name,
+                               run_id=run_id, tags=trial.tags if trial else None)  # fmt: skip
+        if trial:
+            trial.run_id = tracker.run_id
+        return tracker
 
     return trainer.fit(
         gan,
@@ -85,6 +92,7 @@ def train(cfg: DictConfig) -> float:
         log_model=config["tracking"]["log_model"],
         evaluate=evaluate,
         **_controllers(balance, run),
+        report_objective=trial.report if trial else None,
     )
 
 

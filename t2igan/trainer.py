@@ -18,6 +18,7 @@ from t2igan.callbacks import (
     CollapseWatch,
     Evaluation,
     MetricLogger,
+    ObjectiveReport,
     ProgressBar,
     SampleGrid,
     TrainingFailed,
@@ -26,6 +27,7 @@ from t2igan.checkpoint import restore_checkpoint, save_checkpoint
 from t2igan.data.pipeline import training_batches
 from t2igan.io import atomic_write_text
 from t2igan.runs import changed_keys
+from t2igan.sweep import Pruned
 from t2igan.tracking import flatten, git_commit
 
 FIT_OPTIONS = (
@@ -78,6 +80,7 @@ def fit(
     ada_interval: int = 4,
     auto_balance=None,
     collapse_detector=None,
+    report_objective: Callable[[int, float], bool] | None = None,
 ) -> float:
     """Train `gan` to `steps` generator updates in `folder`, resuming from its checkpoint.
 
@@ -88,6 +91,9 @@ def fit(
     `evaluate(generate) -> {name: value}` (e.g. the toybirds judge's metrics) runs every
     `eval_every` steps and at the end. `ada` (AdaController), `auto_balance` (AutoBalance) and
     `collapse_detector` (CollapseDetector) are optional controllers; None switches one off.
+    `report_objective(step, value) -> stop` receives each new objective value (a sweep trial
+    reporting to its study); when it returns True, training stops, the checkpoint is saved,
+    the tracking run ends KILLED and `t2igan.sweep.Pruned` is raised.
     Returns the last value of metric `objective` (an interval mean, or the last evaluation);
     NaN if training failed to produce it, and `collapse_penalty(objective)` if the collapse
     detector stopped the run.
@@ -136,6 +142,8 @@ def fit(
                                             base_d_lr=base_d_lr, logger=logger))  # fmt: skip
         watch = CollapseWatch(collapse_detector, tracker, logger, evaluation) if collapse_detector else None
         callbacks += [watch] if watch else []
+        pruning = ObjectiveReport(report_objective, objective, logger, evaluation) if report_objective else None
+        callbacks += [pruning] if pruning else []
         callbacks.append(checkpointer)
         trains = gan.step < steps
         if trains:
@@ -165,6 +173,10 @@ def fit(
         if log_model and trains:
             generator = save_checkpoint(folder.generator, gan, groups=("generator_ema",), config=config)
             tracker.log_generator(generator, grid_captions[:2])
+        if pruning is not None and pruning.reason is not None:
+            tracker.set_tags({"pruned_reason": pruning.reason})
+            status = "KILLED"
+            raise Pruned(pruning.reason)
         status = "FINISHED"
         if watch is not None and watch.reason is not None:
             folder.write_state(collapse_reason=watch.reason)
