@@ -257,7 +257,9 @@ def test_cli_unknown_override_key_fails_without_traceback(tmp_path):
 def _readme_train_commands() -> list[list[str]]:
     commands = []
     for line in (REPO_ROOT / "README.md").read_text(encoding="utf-8").splitlines():
-        if line.startswith("python -m t2igan.train") and "--cfg" not in line:  # Hydra's own flag
+        # Hydra's own flag, and sweeps (tests/test_sweep.py checks those), are not single runs.
+        single = line.startswith("python -m t2igan.train") and not line.startswith("python -m t2igan.train -m ")
+        if single and "--cfg" not in line:
             commands.append(shlex.split(line.split("#")[0])[3:])
     return commands
 

@@ -2,6 +2,7 @@
 
 import math
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +89,29 @@ def test_what_training_returns_decides_the_trial_state():
     assert outcome(math.inf) == ("pruned", "stopped by the collapse detector")
     assert outcome(-math.inf)[0] == "pruned"
     assert outcome(None)[0] == "fail"
+
+
+def _readme_sweep_commands() -> list[list[str]]:
+    lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    return [shlex.split(line.split("#")[0])[4:] for line in lines if line.startswith("python -m t2igan.train -m ")]
+
+
+@pytest.mark.parametrize("arguments", _readme_sweep_commands(), ids=" ".join)
+def test_every_sweep_command_in_the_readme_names_a_space_whose_trials_compose(arguments, monkeypatch, tmp_path):
+    import hydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from t2igan.config import problems
+
+    monkeypatch.setenv("T2IGAN_ROOT", str(tmp_path))
+    assert arguments[0] == "hydra/sweeper=optuna"
+    settings = dict(argument.split("=", 1) for argument in arguments if argument.startswith("hydra.sweeper."))
+    space = load_search_space(settings.get("hydra.sweeper.space", "balance"), REPO / "sweeps")
+    parsed = OverridesParser.create().parse_overrides([a for a in arguments[1:] if not a.startswith("hydra")])
+    plain = [o.input_line for o in parsed if not o.is_sweep_override()]
+    baseline = [f"{key}={value}" for key, value in (space.baseline or {}).items() if key != "d_lr_ratio"]
+    with hydra.initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        assert problems(hydra.compose("config", overrides=[*space.overrides, *plain, *baseline])) == []
 
 
 # --- real sweeps ------------------------------------------------------------------------------

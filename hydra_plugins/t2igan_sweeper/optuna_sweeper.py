@@ -152,7 +152,7 @@ class OptunaSweeper(Sweeper):
         for override in self.parser.parse_overrides(arguments):
             key = override.get_key_element()
             if override.is_sweep_override():
-                params[key] = override.get_value_element_as_str()
+                params[key] = override.input_line.split("=", 1)[1]  # the expression as typed
             else:
                 fixed.append(f"{key}={override.get_value_element_as_str()}")
         self.distributions = {key: _distribution(key, expression, self.parser) for key, expression in params.items()}
@@ -174,7 +174,7 @@ class OptunaSweeper(Sweeper):
             self.parent = _ParentRun.open(study, tracking, root) if tracking.enabled else None
         done = sum(sweeps.counts_toward_budget(t) for t in study.get_trials(deepcopy=False))
         print(f"sweep {self.study_name}: {direction} {self.objective_name} over {', '.join(params)}; "
-              f"{done} of {self.n_trials} trials done or running (storage {self.storage_url})")  # fmt: skip
+              f"{done} of {self.n_trials} trials done, running or queued (storage {self.storage_url})")  # fmt: skip
         if done < self.n_trials:
             study.optimize(self._objective, n_trials=None, catch=(Exception,), callbacks=[self._stop_when_full])
         best = self._finish(study)
