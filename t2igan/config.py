@@ -87,6 +87,18 @@ def _policies(value):
         return f"must be a list drawn from {list(POLICIES)}"
 
 
+def _metric_names(value):
+    from t2igan.metrics.registry import MetricError, parse_metric
+
+    if not isinstance(value, list):
+        return "must be a list of metric names"
+    for name in value:
+        try:
+            parse_metric(str(name))
+        except MetricError as error:
+            return str(error)
+
+
 def _split_files(value):
     if not isinstance(value, dict) or set(value) != {"train", "test"} or not all(
         isinstance(path, str) and path for path in value.values()
@@ -150,6 +162,11 @@ SCHEMA: dict[str, dict[str, Callable]] = {
         "eval_every": _integer(0), "collapse_patience": _integer(0),
         "collapse_real_above": RATE, "collapse_fake_below": RATE, "collapse_fooled_above": RATE,
         "collapse_diversity_below": _number(0.0, 10.0), "collapse_diversity_patience": POSITIVE,
+    },
+    "metrics": {
+        "names": _metric_names, "inception_path": _optional_text, "inception_sha256": _optional_text,
+        "download": _boolean, "keras_model": _optional_text, "matcher_epochs": POSITIVE,
+        "matcher_batch_size": _integer(2), "batch_size": POSITIVE, "cache_dir": _text,
     },
     "tracking": {
         "enabled": _boolean, "uri": _optional_text, "experiment": _text, "log_checkpoint": _boolean,
@@ -242,14 +259,16 @@ def _cross_checks(config: dict) -> list[str]:
         found.append("trainer.precision=mixed_bfloat16 does not work with balance.d_norm=spectral")
     if data.get("name") == "toybirds" and isinstance(data.get("image_size"), int) and data["image_size"] < 32:
         found.append(f"data.image_size: toybirds draws at 32 px or more (got {data['image_size']})")
-    if trainer.get("objective") not in OBJECTIVES:
+    metric_names = config.get("metrics", {}).get("names") or []
+    standard = {f"eval/{name}" for name in metric_names if isinstance(name, str)}
+    if trainer.get("objective") not in OBJECTIVES and trainer.get("objective") not in standard:
         found.append(
             f"trainer.objective: unknown metric {trainer.get('objective')!r} "
             f"(known: {', '.join(OBJECTIVES)})"
         )
     if str(trainer.get("objective")).startswith("eval/") and not trainer.get("eval_every"):
         found.append(f"trainer.objective={trainer['objective']} needs trainer.eval_every > 0")
-    if str(trainer.get("objective")).startswith("eval/") and data.get("name") != "toybirds":
+    if trainer.get("objective") in EVAL_METRICS and data.get("name") != "toybirds":
         found.append(f"trainer.objective={trainer['objective']} is a toybirds judge metric")
     if balance.get("mode_seeking_weight") and isinstance(trainer.get("batch_size"), int) and trainer["batch_size"] % 2:
         found.append("balance.mode_seeking_weight > 0 pairs the batch in halves: trainer.batch_size must be even")

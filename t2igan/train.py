@@ -19,6 +19,7 @@ def absolute_paths(config: dict) -> None:
     for key in ("root", "cache", "runs"):
         config["paths"][key] = str(Path(config["paths"][key]).resolve())
     config["text"]["cache_dir"] = str(Path(config["text"]["cache_dir"]).resolve())
+    config["metrics"]["cache_dir"] = str(Path(config["metrics"]["cache_dir"]).resolve())
     if "root" in config["data"]:
         config["data"]["root"] = str(Path(config["data"]["root"]).expanduser().resolve())
 
@@ -65,9 +66,7 @@ def train(cfg: DictConfig) -> float:
         steps_per_execution=run["steps_per_execution"],
     )  # fmt: skip
 
-    evaluate = None
-    if run["eval_every"] and splits["test"].attributes is not None:
-        evaluate = _toybirds_evaluation(splits["test"], embedder, model, config, progress=run["progress"])
+    evaluate = _evaluation(splits, embedder, config, progress=run["progress"]) if run["eval_every"] else None
 
     trial = active_trial()  # inside an Optuna sweep: report to the study, child MLflow run
 
@@ -94,6 +93,39 @@ def train(cfg: DictConfig) -> float:
         **_controllers(balance, run),
         report_objective=trial.report if trial else None,
     )
+
+
+def _evaluation(splits: dict, embedder, config: dict, *, progress: bool):
+    """What runs every trainer.eval_every steps: the toybirds judge (on toybirds) and the
+    standard metrics of `metrics.names`; None when there is nothing to evaluate."""
+    parts = []
+    if splits["test"].attributes is not None:
+        parts.append(_toybirds_evaluation(splits["test"], embedder, config["model"], config, progress=progress))
+    if config["metrics"]["names"]:
+        parts.append(standard_metrics(config, splits, embedder, progress=progress))
+    if not parts:
+        return None
+    return lambda generate: {name: value for part in parts for name, value in part(generate).items()}
+
+
+def standard_metrics(config: dict, splits: dict, embedder, *, progress: bool, names: list[str] | None = None):
+    """A MetricSuite for `names` (default: metrics.names) on this run's dataset and settings."""
+    from t2igan.metrics.matcher import matcher_path
+    from t2igan.metrics.networks import make_networks
+    from t2igan.metrics.registry import MetricSuite
+
+    metrics, model = config["metrics"], config["model"]
+    networks = make_networks(
+        cache_dir=metrics["cache_dir"], image_size=model["image_size"],
+        matcher_file=matcher_path(Path(metrics["cache_dir"]) / "matcher", config["data"]),
+        inception_path=metrics["inception_path"], inception_sha256=metrics["inception_sha256"],
+        download=metrics["download"], keras_model=metrics["keras_model"], batch_size=metrics["batch_size"],
+        judge_cache=Path(config["paths"]["cache"]) / "judge", progress=progress,
+    )  # fmt: skip
+    return MetricSuite(names if names is not None else metrics["names"], splits=splits, embed=embedder.embed,
+                       noise_dim=model["noise_dim"], seed=config["seed"], networks=networks,
+                       reference_cache=Path(metrics["cache_dir"]) / "reference", image_size=model["image_size"],
+                       batch_size=metrics["batch_size"], progress=progress)  # fmt: skip
 
 
 def _toybirds_evaluation(test_split, embedder, model: dict, config: dict, *, progress: bool):

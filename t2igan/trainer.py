@@ -34,13 +34,18 @@ FIT_OPTIONS = (
     "steps", "batch_size", "log_every", "sample_every", "checkpoint_every",
     "sample_captions", "sample_noises", "resume", "objective", "progress", "eval_every",
 )  # fmt: skip
-# What a collapsed run returns as its objective: worse than any run that finished.
+# Objectives where higher is better (Inception Score and R-precision by their prefix).
 MAXIMIZED = ("eval/attr_acc", "eval/diversity", "perf/images_per_second")
 
 
+def is_maximized(objective: str) -> bool:
+    return objective in MAXIMIZED or objective.startswith(("eval/is", "eval/r_precision"))
+
+
 def collapse_penalty(objective: str) -> float:
-    """The objective value of a run stopped by the collapse detector."""
-    return -math.inf if objective in MAXIMIZED else math.inf
+    """The objective value of a run stopped by the collapse detector: worse than any run
+    that finished."""
+    return -math.inf if is_maximized(objective) else math.inf
 
 
 def _embed_splits(embedder, train_split, sample_split, sample_captions: int):

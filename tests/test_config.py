@@ -20,9 +20,9 @@ from t2igan.errors import UserError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF = REPO_ROOT / "conf"
 EXPECTED_GROUPS = {"data", "text", "model", "optim", "balance", "trainer", "tracking", "experiment",
-                   "paths"}  # fmt: skip
+                   "paths", "metrics"}  # fmt: skip
 # Folders that are another entry point's config root, not option groups of the training config.
-ENTRY_POINT_CONFIGS = {"generate"}
+ENTRY_POINT_CONFIGS = {"generate", "evaluate"}
 TINY_WIDTH = 0.0625  # keeps a built GAN at a few thousand parameters per layer
 
 

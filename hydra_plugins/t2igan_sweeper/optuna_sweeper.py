@@ -159,10 +159,10 @@ class OptunaSweeper(Sweeper):
         self.fixed = fixed
         first = self._trial_config(fixed)
         paths, tracking = first.paths, first.tracking
-        from t2igan.trainer import MAXIMIZED
+        from t2igan.trainer import is_maximized
 
         self.objective_name = first.trainer.objective
-        direction = "maximize" if self.objective_name in MAXIMIZED else "minimize"
+        direction = "maximize" if is_maximized(self.objective_name) else "minimize"
         self.n_trials = self.n_trials or space.n_trials
         self.study_name = self.study_name or f"t2igan-{space.name}"
         root = Path(paths.root).resolve()

@@ -1,0 +1,92 @@
+"""`python -m t2igan.evaluate checkpoint=... metrics=[fid2k_test,kid2k_test,is2k]`: score a
+checkpoint with named metric protocols, write a JSON report and log to its MLflow run.
+
+The dataset, text encoder and model come from the checkpoint's own config, so a report is
+reproducible from the checkpoint alone; the metric names fix sample counts and reference
+splits (t2igan/metrics/registry.py).
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from t2igan.errors import UserError
+
+METRIC_SETTINGS = ("inception_path", "inception_sha256", "download", "keras_model", "batch_size")
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Score `cfg.checkpoint`; returns the report (also written to `cfg.out` or beside it)."""
+    from t2igan.checkpoint import read_header
+    from t2igan.data.datasets import load_dataset
+    from t2igan.io import atomic_write_text
+    from t2igan.sampler import Sampler, resolve_checkpoint
+    from t2igan.train import standard_metrics
+
+    path = resolve_checkpoint(cfg.checkpoint, tracking_uri=cfg.tracking_uri)
+    header = read_header(path)
+    config = header.get("config") or {}
+    if "data" not in config:
+        raise UserError(f"{path} carries no training config")
+    defaults = {"names": [], "matcher_epochs": 20, "matcher_batch_size": 64,
+                "cache_dir": str(Path(config["paths"]["cache"]) / "metrics")}  # fmt: skip
+    config["metrics"] = {**defaults, **config.get("metrics", {}), **{key: cfg[key] for key in METRIC_SETTINGS}}
+    splits = load_dataset(**config["data"], cache_dir=Path(config["paths"]["cache"]) / "data", progress=cfg.progress)
+    sampler = Sampler.from_checkpoint(path)
+    suite = standard_metrics(config, splits, sampler.embedder, progress=cfg.progress, names=list(cfg.metrics))
+    started = time.perf_counter()
+    results = suite(lambda noise, embeddings: sampler.generate(noise, embeddings, progress=False))
+    report = {
+        "checkpoint": str(path), "step": header.get("step"), "dataset": config["data"]["name"],
+        "seconds": round(time.perf_counter() - started, 1),
+        "metrics": {name.removeprefix("eval/"): value for name, value in results.items()},
+    }  # fmt: skip
+    out = Path(cfg.out) if cfg.out else path.parent / f"metrics-step{header.get('step', 0)}.json"
+    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
+    for name, value in report["metrics"].items():
+        print(f"{name:>24s}  {value:.4f}")
+    print(f"wrote {out}")
+    run_id = header.get("mlflow_run_id")
+    if cfg.log and run_id:
+        _log_to_run(run_id, results, header.get("step", 0), out, cfg.tracking_uri or _tracking_uri(config))
+    return report
+
+
+def _tracking_uri(config: dict) -> str:
+    from t2igan.tracking import default_tracking_uri
+
+    return config.get("tracking", {}).get("uri") or default_tracking_uri(config["paths"]["root"])
+
+
+def _log_to_run(run_id: str, results: dict, step: int, report: Path, uri: str) -> None:
+    from mlflow.entities import Metric
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    now = int(time.time() * 1000)
+    try:
+        client.log_batch(run_id, metrics=[Metric(name, float(value), now, step) for name, value in results.items()])
+        client.log_artifact(run_id, str(report), "evaluation")
+    except MlflowException as error:
+        print(f"warning: could not log to MLflow run {run_id} at {uri}: {str(error).splitlines()[0]}")
+        return
+    print(f"logged to MLflow run {run_id}")
+
+
+# A config root of its own, like t2igan.generate.
+@hydra.main(config_path="../conf/evaluate", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

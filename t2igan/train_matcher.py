@@ -1,0 +1,70 @@
+"""`python -m t2igan.train_matcher data=...`: train the R-precision matcher of a dataset.
+
+An image encoder learns to land each training image on its captions' sentence embeddings
+(contrastive, the encoder frozen), then is kept in `metrics.cache_dir/matcher/`, where
+`r_precision` and `fd_matcher...` find it. It prints the R-precision of the real test images
+with their own captions: the best a generator can score with this matcher.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from t2igan.errors import UserError
+
+
+def train_matcher_command(cfg: DictConfig) -> float:
+    """Train and save the matcher `cfg` describes; returns real test images' R-precision."""
+    from t2igan.config import validate
+    from t2igan.data.datasets import load_dataset
+    from t2igan.metrics.matcher import encode, matcher_path, train_matcher
+    from t2igan.metrics.scores import mismatched_captions, r_precision
+    from t2igan.text.encoder import CaptionEmbedder
+    from t2igan.train import absolute_paths
+
+    validate(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    absolute_paths(config)
+    metrics, progress, size = config["metrics"], config["trainer"]["progress"], config["model"]["image_size"]
+    splits = load_dataset(**config["data"], cache_dir=Path(config["paths"]["cache"]) / "data", progress=progress)
+    embedder = CaptionEmbedder(**config["text"], show_progress=progress)
+    train = splits["train"]
+    offset = (train.images.shape[1] - size) // 2  # the centre of images kept for random crops
+    images = train.images[:, offset : offset + size, offset : offset + size]
+    flat = embedder.embed([caption for captions in train.captions for caption in captions])
+    embeddings = flat.reshape(len(train), -1, flat.shape[-1])
+    batch_size = min(metrics["matcher_batch_size"], len(train))
+    model, seconds = train_matcher(images, embeddings, epochs=metrics["matcher_epochs"], batch_size=batch_size,
+                                   seed=config["seed"], progress=progress)  # fmt: skip
+    path = matcher_path(Path(metrics["cache_dir"]) / "matcher", config["data"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.keras")
+    model.save(temporary)
+    os.replace(temporary, path)
+
+    test = splits["test"]
+    own = [captions[i % len(captions)] for i, captions in enumerate(test.captions)]
+    score = float("nan")
+    if len(test) > 99:
+        caption_embeddings = embedder.embed(own)
+        score = r_precision(encode(model, test.images), caption_embeddings,
+                            mismatched_captions(len(test), len(test), seed=config["seed"]))  # fmt: skip
+    print(f"matcher trained in {seconds:.0f} s, saved to {path}; real test images' R-precision "
+          f"{score:.3f} (chance 0.01)" + ("" if len(test) > 99 else ": needs more than 99 test images"))  # fmt: skip
+    return score
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        train_matcher_command(cfg)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Standard metrics: KID, IS, R-precision on known inputs; the Inception loader and resize on
+a stand-in graph; the registry end to end; `python -m t2igan.evaluate` on a real checkpoint."""
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inception_standin import build_stand_in
+from t2igan.metrics.inception import InceptionNetwork, InceptionUnavailable, locate_inception, resize_for_inception
+from t2igan.metrics.registry import MetricError, parse_metric
+from t2igan.metrics.scores import inception_score, kernel_inception_distance, mismatched_captions, r_precision
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_kid_is_near_zero_for_one_distribution_and_grows_with_a_shift():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(600, 32)), rng.normal(size=(600, 32))
+    same = kernel_inception_distance(a, b, num_subsets=20, max_subset_size=300)
+    small = kernel_inception_distance(a, b + 0.3, num_subsets=20, max_subset_size=300)
+    large = kernel_inception_distance(a, b + 1.0, num_subsets=20, max_subset_size=300)
+    assert abs(same) < 0.01 and same < small < large and large > 0.1
+
+
+def test_inception_score_of_uniform_and_of_confident_distinct_predictions():
+    assert inception_score(np.zeros((100, 10)), splits=5)[0] == pytest.approx(1.0)
+    confident = np.full((1000, 10), -50.0)
+    confident[np.arange(1000), np.arange(1000) % 10] = 50.0  # each split: 10 classes, evenly
+    mean, std = inception_score(confident, splits=10)
+    assert mean == pytest.approx(10.0, rel=1e-6) and std < 1e-6
+
+
+def test_r_precision_is_one_for_a_perfect_matcher_and_a_hundredth_for_a_random_one():
+    rng = np.random.default_rng(0)
+    captions = rng.normal(size=(3000, 16))
+    mismatched = mismatched_captions(3000, 3000, seed=1)
+    assert not (mismatched == np.arange(3000)[:, None]).any()
+    assert r_precision(captions + 0.01 * rng.normal(size=captions.shape), captions, mismatched) == 1.0
+    chance = r_precision(rng.normal(size=(3000, 16)), captions, mismatched)
+    assert 0.004 < chance < 0.02
+
+
+def test_the_resize_matches_pil_bicubic():
+    rng = np.random.default_rng(0)
+    for size in (64, 512):  # up- and downsampling
+        image = (rng.random((size, size, 3)) * 255).astype(np.uint8)
+        ours = np.asarray(resize_for_inception(image[None]))[0]
+        pil = np.stack([np.asarray(Image.fromarray(image[..., c]).convert("F").resize((299, 299), Image.BICUBIC))
+                        for c in range(3)], axis=-1)  # fmt: skip
+        assert np.abs(ours - np.clip(pil, 0, 255)).mean() < 1.5, size
+
+
+def test_metric_names_fix_their_protocol():
+    assert parse_metric("fid50k_test").num_samples == 50_000
+    assert parse_metric("kid2000_train").split == "train"
+    assert parse_metric("is30k").network == "inception"
+    assert parse_metric("fd_judge600_test").network == "judge"
+    assert parse_metric("r_precision").network == "matcher"
+    for bad in ("fid", "fid50k", "is30k_test", "fid1_test", "psnr10k_test"):
+        with pytest.raises(MetricError):
+            parse_metric(bad)
+
+
+@pytest.fixture(scope="module")
+def stand_in(tmp_path_factory):
+    return build_stand_in(tmp_path_factory.mktemp("inception") / "classify_image_graph_def.pb")
+
+
+def test_the_inception_loader_finds_the_graph_or_says_where_to_put_it(tmp_path, stand_in):
+    assert locate_inception(stand_in, tmp_path / "cache", download=False) == stand_in
+    archive = tmp_path / "inception-2015-12-05.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(stand_in, arcname="classify_image_graph_def.pb")
+    extracted = locate_inception(tmp_path, tmp_path / "cache", download=False)  # a folder with the .tgz
+    assert extracted.read_bytes() == Path(stand_in).read_bytes()
+    assert locate_inception(None, tmp_path / "cache", download=False) == extracted  # now cached
+    with pytest.raises(InceptionUnavailable, match="put inception-2015-12-05.tgz .* in .*empty"):
+        locate_inception(None, tmp_path / "empty", download=False)
+    (tmp_path / "junk.pb").write_bytes(b"not a graph")
+    with pytest.raises(InceptionUnavailable):
+        InceptionNetwork(tmp_path / "junk.pb")
+
+
+def test_inception_features_and_logits_on_the_stand_in_are_per_image(stand_in):
+    network = InceptionNetwork(stand_in, batch_size=3)
+    images = np.random.default_rng(0).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    features, logits = network(images)
+    assert features.shape == (5, 2048) and logits.shape == (5, 1008)
+    alone, _ = network(images[3:4])
+    np.testing.assert_allclose(alone[0], features[3], rtol=1e-5, atol=1e-5)
+
+
+def test_a_metric_suite_scores_a_generator_against_real_images(tmp_path, stand_in):
+    from t2igan.data.datasets import CaptionedImages
+    from t2igan.metrics.networks import make_networks
+    from t2igan.metrics.registry import MetricSuite
+
+    rng = np.random.default_rng(0)
+    real = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    test = CaptionedImages(real, [[f"caption {i}", f"other {i}"] for i in range(40)])
+    networks = make_networks(cache_dir=tmp_path, image_size=32, matcher_file=tmp_path / "none.keras",
+                             inception_path=str(stand_in), download=False)  # fmt: skip
+    suite = MetricSuite(["fid40_test", "kid40_test", "is40"], splits={"test": test},
+                        embed=lambda captions: np.zeros((len(captions), 8), np.float32), noise_dim=4, seed=0,
+                        networks=networks, reference_cache=tmp_path / "reference", image_size=32, progress=False)  # fmt: skip
+    copies = suite(lambda noise, text: real[: len(noise)] / 127.5 - 1.0)  # the real images themselves
+    grey = suite(lambda noise, text: np.zeros((len(noise), 32, 32, 3), np.float32))
+    assert copies["eval/fid40_test"] < 1e-3 < grey["eval/fid40_test"]
+    assert copies["eval/kid40_test"] < grey["eval/kid40_test"]
+    assert {"eval/is40", "eval/is40_std"} <= set(copies)
+    assert len(list((tmp_path / "reference").glob("*.npz"))) == 1  # real statistics cached once
+
+
+def run_module(root: Path, module: str, *arguments: str) -> subprocess.CompletedProcess:
+    environment = {"T2IGAN_ROOT": str(root), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-m", module, *arguments], cwd=REPO, env=environment,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+def test_training_logs_standard_metrics_and_evaluate_scores_the_checkpoint(tmp_path, stand_in):
+    from mlflow.tracking import MlflowClient
+
+    # A toybirds run with 120 test images (R-precision ranks among 99 others) and a matcher.
+    data = ["experiment=smoke", "trainer.progress=false", "data.num_train=128", "data.num_test=120",
+            "metrics.matcher_epochs=1", "tracking.log_model=false"]  # fmt: skip
+    matcher = run_module(tmp_path, "t2igan.train_matcher", *data)
+    assert "real test images' R-precision" in matcher.stdout
+    run_module(tmp_path, "t2igan.train", *data, f"metrics.inception_path={stand_in}", "trainer.eval_every=2",
+               "metrics.names=[fid50_test,r_precision]", "trainer.objective=eval/fid50_test")  # fmt: skip
+    (folder,) = (tmp_path / "runs").iterdir()
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("t2igan").experiment_id])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/fid50_test")] == [2, 4]
+    assert 0.0 <= run.data.metrics["eval/r_precision"] <= 1.0
+
+    result = run_module(tmp_path, "t2igan.evaluate", f"checkpoint={folder}", "metrics=[kid50_test,is50]",
+                        f"inception_path={stand_in}", "progress=false")  # fmt: skip
+    report = json.loads((folder / "metrics-step4.json").read_text())
+    assert set(report["metrics"]) == {"kid50_test", "is50", "is50_std"} and report["step"] == 4
+    assert "logged to MLflow run" in result.stdout
+    assert "eval/kid50_test" in client.get_run(run.info.run_id).data.metrics
