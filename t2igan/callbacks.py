@@ -273,13 +273,13 @@ class CollapseWatch(keras.callbacks.Callback):
 class ObjectiveReport(keras.callbacks.Callback):
     """Hands each new value of the run's objective to `report(step, value)` (a sweep trial's
     link to its study): after every log interval for a training metric, after every
-    evaluation for an `eval/` metric. When `report` returns True (the study's pruner says the
-    trial is unpromising) training stops and `reason` says when and why."""
+    evaluation for an `eval/` metric, before `final_step`. When `report` returns True (the
+    study's pruner says the trial is unpromising) training stops and `reason` says when and why."""
 
     def __init__(self, report: Callable[[int, float], bool], objective: str, logger: MetricLogger,
-                 evaluation: Evaluation | None):  # fmt: skip
+                 evaluation: Evaluation | None, final_step: int):  # fmt: skip
         super().__init__()
-        self.report, self.objective = report, objective
+        self.report, self.objective, self.final_step = report, objective, final_step
         self.source = evaluation if objective.startswith("eval/") else logger
         self.reason: str | None = None
         self._last_reported = None
@@ -292,6 +292,8 @@ class ObjectiveReport(keras.callbacks.Callback):
         if source is None or self.reason is not None or source.last_step == self._last_reported:
             return
         self._last_reported = step = source.last_step
+        if step >= self.final_step:  # the run is over: its result is the objective, not a report
+            return
         value = source.latest.get(self.objective)
         if value is not None and self.report(step, float(value)):
             self.reason = f"pruned by the study at step {step} ({self.objective}={value:.4g})"

@@ -96,9 +96,18 @@ def load_search_space(space: str, sweeps_dir: Path) -> SearchSpace:
     params = {str(key): str(value) for key, value in (content.get("params") or {}).items()}
     if not params:
         raise SweepError(f"{path}: `params` is empty; nothing to search")
+    overrides = content.get("overrides") or []
+    if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
+        raise SweepError(f"{path}: `overrides` must be a list of key=value strings")
+    n_trials = content.get("n_trials", 12)
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise SweepError(f"{path}: `n_trials` must be a positive integer (got {n_trials!r})")
+    unknown = set(content.get("baseline") or {}) - set(params)
+    if unknown:
+        raise SweepError(f"{path}: baseline keys {sorted(unknown)} are not in `params`")
     return SearchSpace(
-        name=path.stem, params=params, overrides=tuple(content.get("overrides") or ()),
-        baseline=content.get("baseline"), n_trials=int(content.get("n_trials", 12)),
+        name=path.stem, params=params, overrides=tuple(overrides),
+        baseline=content.get("baseline"), n_trials=n_trials,
         pruner=content.get("pruner") or SearchSpace.__dataclass_fields__["pruner"].default_factory(),
         description=str(content.get("description", "")),
     )  # fmt: skip

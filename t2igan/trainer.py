@@ -147,7 +147,7 @@ def fit(
                                             base_d_lr=base_d_lr, logger=logger))  # fmt: skip
         watch = CollapseWatch(collapse_detector, tracker, logger, evaluation) if collapse_detector else None
         callbacks += [watch] if watch else []
-        pruning = ObjectiveReport(report_objective, objective, logger, evaluation) if report_objective else None
+        pruning = ObjectiveReport(report_objective, objective, logger, evaluation, steps) if report_objective else None
         callbacks += [pruning] if pruning else []
         callbacks.append(checkpointer)
         trains = gan.step < steps

@@ -3,8 +3,10 @@
 import math
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -168,11 +170,12 @@ def test_a_sweep_records_its_trials_in_optuna_and_mlflow_and_resumes_without_rep
         ratio = float(run.data.params["optim.d_lr"]) / float(run.data.params["optim.g_lr"])
         assert ratio == pytest.approx(trial.params["d_lr_ratio"], rel=1e-4)
     assert parent.data.tags["best.trial"] == str(study.best_trial.number)
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "optuna")} == {
         "optuna/optimization_history.png", "optuna/param_importances.png"}  # fmt: skip
 
     again = finish(sweep(tmp_path, space, "hydra.sweeper.sampler=random"))  # nothing left to do
-    assert "3 of 3 trials done" in again and "[trial" not in again
+    assert "3 of 3 trials finished" in again and "[trial" not in again
     finish(sweep(tmp_path, space, "hydra.sweeper.sampler=random", "hydra.sweeper.n_trials=4"))
     study = load_study(tmp_path, "t2igan-tiny")
     assert [t.number for t in study.trials] == [0, 1, 2, 3]
@@ -207,12 +210,50 @@ def test_two_workers_on_one_storage_share_the_study(tmp_path):
 
     space = write_space(tmp_path, "shared", n_trials=4, overrides=TINY, pruner={"kind": "none"},
                         params={"model.dropout": "interval(0.0, 0.5)"})  # fmt: skip
-    workers = [sweep(tmp_path, space, "hydra.sweeper.sampler=random", f"hydra.sweeper.seed={seed}")
-               for seed in (1, 2)]  # fmt: skip
+    workers = [sweep(tmp_path, space, "hydra.sweeper.sampler=random") for _ in range(2)]
     for worker in workers:
         finish(worker)
     study = load_study(tmp_path, "t2igan-shared")
     counted = [t for t in study.trials if counts_toward_budget(t)]
     assert len(counted) == 4 and all(t.state == TrialState.COMPLETE for t in counted)
+    assert len({t.params["model.dropout"] for t in counted}) == 4  # no worker repeated another's trial
     _, runs = mlflow_runs(tmp_path)
     assert len([run for run in runs if run.data.tags.get("t2igan.sweep") == "parent"]) == 1
+
+
+@pytest.mark.slow
+def test_a_trial_is_not_pruned_at_its_last_step(tmp_path):
+    from optuna.trial import TrialState
+
+    # The only report would come at the final step (log_every = steps = 2): the run is over,
+    # so the threshold pruner, which stops everything else, does not get to decide.
+    space = write_space(tmp_path, "last", n_trials=1, overrides=TINY + ["trainer.steps=2"],
+                        params={"model.dropout": "interval(0.0, 0.5)"}, pruner={"kind": "threshold", "upper": 0.0})  # fmt: skip
+    finish(sweep(tmp_path, space))
+    assert [t.state for t in load_study(tmp_path, "t2igan-last").trials] == [TrialState.COMPLETE]
+
+
+@pytest.mark.slow
+def test_an_interrupted_sweep_resumes_its_trial_and_does_not_repeat_finished_ones(tmp_path):
+    from optuna.trial import TrialState
+
+    space = write_space(tmp_path, "stop", n_trials=3, overrides=TINY + ["trainer.steps=100", "trainer.checkpoint_every=2"],
+                        params={"model.dropout": "interval(0.0, 0.5)"}, pruner={"kind": "none"})  # fmt: skip
+    first = sweep(tmp_path, space)
+    for line in first.stdout:  # wait for trial 0 to finish, then interrupt trial 1
+        if line.startswith("[trial 0]"):
+            break
+    time.sleep(3)  # trial 1 takes longer than this
+    first.send_signal(signal.SIGINT)
+    first.communicate(timeout=300)
+    interrupted = [t for t in load_study(tmp_path, "t2igan-stop").trials if t.user_attrs.get("interrupted")]
+    assert [t.number for t in interrupted] == [1]
+
+    finish(sweep(tmp_path, space))
+    study = load_study(tmp_path, "t2igan-stop")
+    counted = [t for t in study.trials if counts_toward_budget(t)]
+    assert len(counted) == 3 and all(t.state == TrialState.COMPLETE for t in counted)
+    assert sum(t.number == 0 for t in counted) == 1  # finished trials are not run again
+    for trial in interrupted:  # its retry continued the same run folder
+        (retry,) = [t for t in counted if t.user_attrs["run_number"] == trial.user_attrs["run_number"]]
+        assert retry.number != trial.number and retry.params == trial.params
