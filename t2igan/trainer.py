@@ -173,15 +173,15 @@ def fit(
         if logger.failure:
             tracker.set_tags({"failure_reason": logger.failure})
             raise TrainingFailed(f"training diverged: {logger.failure}")
+        if pruning is not None and pruning.reason is not None:  # a sweep's loser: no model to log
+            tracker.set_tags({"pruned_reason": pruning.reason})
+            status = "KILLED"
+            raise Pruned(pruning.reason)
         if log_checkpoint and trains:
             tracker.log_artifact(folder.checkpoint)
         if log_model and trains:
             generator = save_checkpoint(folder.generator, gan, groups=("generator_ema",), config=config)
             tracker.log_generator(generator, grid_captions[:2])
-        if pruning is not None and pruning.reason is not None:
-            tracker.set_tags({"pruned_reason": pruning.reason})
-            status = "KILLED"
-            raise Pruned(pruning.reason)
         status = "FINISHED"
         if watch is not None and watch.reason is not None:
             folder.write_state(collapse_reason=watch.reason)
