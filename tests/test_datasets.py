@@ -194,6 +194,17 @@ def test_folder_train_and_test_subfolders_are_the_splits(tmp_path):
     assert result.report["images"] == {"train": 4, "test": 2}
 
 
+def test_symlinked_class_folders_are_read_and_loops_end(tmp_path):
+    seed = fixtures.make_seed(tmp_path / "real")
+    root = tmp_path / "linked"
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "cardinal").symlink_to(seed / "images" / "cardinal", target_is_directory=True)
+    (root / "images" / "cardinal_again").symlink_to(root / "images", target_is_directory=True)  # a loop
+    (root / "captions").symlink_to(seed / "captions", target_is_directory=True)
+    result = prepare_quietly("seed", root, tmp_path / "cache", test_fraction=0.25)
+    assert sum(result.report["images"].values()) == 10  # the cardinal class, once
+
+
 def test_a_small_folder_still_holds_out_one_test_image(tmp_path):
     for i in range(3):
         fixtures.picture(i).save(tmp_path / f"{i}.png")

@@ -5,6 +5,7 @@ annotations); the images themselves are decoded once, by t2igan/data/prepared.py
 """
 
 import hashlib
+import os
 import pickle
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -120,8 +121,17 @@ def in_test_split(name: str, fraction: float) -> bool:
 
 
 def image_files(folder: Path) -> Iterable[Path]:
-    """Image files under `folder`, recursively, in a stable order (hidden files skipped)."""
-    for path in sorted(folder.rglob("*")):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-            if not any(part.startswith(".") for part in path.relative_to(folder).parts):
+    """Image files under `folder`, recursively and through symlinked folders (each real folder
+    once), in a stable order; hidden files and folders are skipped."""
+    seen = set()
+    for directory, subfolders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in seen:  # a symlink loop, or a folder linked twice
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        for name in sorted(files):
+            path = Path(directory) / name
+            if not name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
                 yield path
