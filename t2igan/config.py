@@ -149,7 +149,7 @@ SCHEMA: dict[str, dict[str, Callable]] = {
         "instance_noise": _number(0.0, 2.0), "diffaugment": _policies,
         "augment_p": _number(0.0, 1.0), "ada_target": _optional(_number(-1.0, 1.0, low_open=True, high_open=True)),
         "ada_kimg": _number(0.0, 1e6, low_open=True), "auto_balance": _boolean,
-        "mode_seeking_weight": NON_NEGATIVE, "ada_interval": POSITIVE,
+        "mode_seeking_weight": NON_NEGATIVE, "matching_weight": NON_NEGATIVE, "ada_interval": POSITIVE,
         "auto_target_gap": _number(-1.0, 1.0), "auto_band": _number(0.0, 1.0),
         "auto_factor": _number(1.0, 10.0, low_open=True), "auto_range": _number(1.0, 1e3),
     },

@@ -12,7 +12,7 @@ from t2igan.regularizers import LeCamAnchors, lecam_penalty, matching_aware_grad
 
 METRIC_NAMES = (
     "d/real", "d/fake", "d/wrong", "d/total",
-    "g/adv", "g/kl", "g/mode_seeking", "g/total",
+    "g/adv", "g/kl", "g/mode_seeking", "g/matching", "g/total",
     "d_score/real", "d_score/fake", "d_score/wrong", "d_sign/real",
     "d/ma_gp", "d/r1", "d/lecam",
     "grad_norm/d", "grad_norm/g",
@@ -54,6 +54,7 @@ class Balance:
     auto_factor: float = 1.2
     auto_range: float = 8.0
     mode_seeking_weight: float = 0.0
+    matching_weight: float = 0.0
 
 
 class TextToImageGAN(keras.Model):
@@ -81,11 +82,17 @@ class TextToImageGAN(keras.Model):
         *,
         noise_dim: int = 100,
         balance: Balance = Balance(),
+        matcher: keras.Model | None = None,
         seed: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if balance.matching_weight > 0 and matcher is None:
+            raise ValueError("balance.matching_weight > 0 needs a matcher (images -> caption space)")
         self.generator = generator
+        self.matcher = matcher  # frozen: it scores G's images, it does not learn here
+        if matcher is not None:
+            matcher.trainable = False
         self.generator_ema = generator_ema
         self.discriminator = discriminator
         self.noise_dim = noise_dim
@@ -190,7 +197,8 @@ class TextToImageGAN(keras.Model):
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
     def _generator_terms(self, fake_images, fake_embeddings, noise, mu, log_sigma) -> dict:
-        """G's loss terms: fool D, the KL term, and (if on) mode seeking between the two halves."""
+        """G's loss terms: fool D, the KL term, and (if on) mode seeking between the two halves
+        and the frozen matcher's caption-matching term."""
         balance = self.balance
         (fake_logits,) = self._discriminate(fake_images, fake_embeddings)
         terms = losses.generator_loss(fake_logits, mu, log_sigma, kind=balance.loss, kl_weight=balance.kl_weight)
@@ -200,6 +208,11 @@ class TextToImageGAN(keras.Model):
             noise_a, noise_b = ops.split(noise, 2, axis=0)
             terms["g/mode_seeking"] = losses.mode_seeking_loss(images_a, images_b, noise_a, noise_b)
             terms["g/total"] += balance.mode_seeking_weight * terms["g/mode_seeking"]
+        terms["g/matching"] = ops.zeros((), "float32")
+        if balance.matching_weight > 0:
+            image_embeddings = self.matcher(fake_images, training=False)
+            terms["g/matching"] = losses.matching_loss(image_embeddings, fake_embeddings)
+            terms["g/total"] += balance.matching_weight * terms["g/matching"]
         return terms
 
     def _fake_captions(self, text_embeddings):
@@ -295,11 +308,14 @@ def build_gan(
     seed: int | None = None,
     jit_compile: bool = False,
     steps_per_execution: int = 1,
+    matcher: keras.Model | None = None,
     **balance,
 ) -> TextToImageGAN:
     """A compiled GAN from the `model`, `balance` and `optim` groups' plain values.
 
-    `balance` holds the fields of `Balance` (unknown names are an error). Learning rates and
+    `balance` holds the fields of `Balance` (unknown names are an error); `matcher` (images
+    in [-1, 1] -> caption-space vectors, see t2igan.metrics.matcher) is needed when
+    `matching_weight` > 0. Learning rates and
     betas configure one Adam optimizer per network; `jit_compile` and `steps_per_execution`
     go to `keras.Model.compile`.
     """
@@ -324,6 +340,7 @@ def build_gan(
         ),  # fmt: skip
         noise_dim=noise_dim,
         balance=balance,
+        matcher=matcher,
         seed=seed,
     )
     gan.compile(

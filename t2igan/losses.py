@@ -91,3 +91,19 @@ def mode_seeking_loss(images_a, images_b, noise_a, noise_b, *, eps: float = 1e-5
     images_a, images_b, noise_a, noise_b = map(_float32, (images_a, images_b, noise_a, noise_b))
     ratio = ops.mean(ops.abs(images_a - images_b)) / ops.mean(ops.abs(noise_a - noise_b))
     return 1.0 / (ratio + eps)
+
+
+def matching_loss(image_embeddings, text_embeddings, *, temperature: float = 0.1):
+    """AttnGAN's sentence-level DAMSM term: each image should match its own caption better
+    than the batch's other captions. (B, E) image embeddings and (B, E) caption embeddings
+    in one space; softmax over the batch's captions of cosine / temperature, cross-entropy
+    against the image's own caption (identical captions in the batch all count as its own).
+    """
+    images = _float32(image_embeddings)
+    texts = _float32(text_embeddings)
+    images = images / (ops.norm(images, axis=1, keepdims=True) + 1e-8)
+    texts = texts / (ops.norm(texts, axis=1, keepdims=True) + 1e-8)
+    logits = ops.matmul(images, ops.transpose(texts)) / temperature
+    same = ops.cast(ops.matmul(texts, ops.transpose(texts)) > 0.9999, "float32")
+    targets = same / ops.sum(same, axis=1, keepdims=True)
+    return ops.mean(-ops.sum(targets * ops.log_softmax(logits, axis=1), axis=1))

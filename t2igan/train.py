@@ -63,7 +63,7 @@ def train(cfg: DictConfig) -> float:
     gan = build_gan(
         **_without_name(model), **_without_name(balance), **_without_name(optim),
         seed=config["seed"], jit_compile=run["jit_compile"],
-        steps_per_execution=run["steps_per_execution"],
+        steps_per_execution=run["steps_per_execution"], matcher=_matcher(config) if balance["matching_weight"] else None,
     )  # fmt: skip
 
     evaluate = _evaluation(splits, embedder, config, progress=run["progress"]) if run["eval_every"] else None
@@ -93,6 +93,13 @@ def train(cfg: DictConfig) -> float:
         **_controllers(balance, run),
         report_objective=trial.report if trial else None,
     )
+
+
+def _matcher(config: dict):
+    """The dataset's R-precision matcher, which balance.matching_weight trains G against."""
+    from t2igan.metrics.matcher import load_matcher, matcher_path
+
+    return load_matcher(matcher_path(Path(config["metrics"]["cache_dir"]) / "matcher", config["data"]))
 
 
 def _evaluation(splits: dict, embedder, config: dict, *, progress: bool):

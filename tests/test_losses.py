@@ -73,3 +73,16 @@ def test_mode_seeking_loss_is_the_inverse_image_change_per_noise_change():
     assert float(losses.mode_seeking_loss(images_a, images_b, noise_a, noise_b)) == pytest.approx(4.0, rel=1e-3)
     # Images that ignore the noise: the loss is as large as eps allows.
     assert float(losses.mode_seeking_loss(images_a, images_a, noise_a, noise_b)) > 1e4
+
+
+def test_matching_loss_rewards_images_that_point_at_their_own_caption():
+    from t2igan.losses import matching_loss
+
+    captions = np.eye(4, dtype=np.float32)
+    assert float(matching_loss(captions, captions, temperature=0.01)) < 1e-3
+    shuffled = float(matching_loss(captions[[1, 0, 3, 2]], captions, temperature=0.01))
+    assert shuffled > 50  # every image points at another caption
+    assert float(matching_loss(np.ones((4, 4), np.float32), captions)) == pytest.approx(np.log(4), rel=1e-5)
+    # Identical captions in a batch are all an image's own: no penalty for matching either.
+    twice = np.concatenate([captions[:2], captions[:2]])
+    assert float(matching_loss(twice, twice, temperature=0.01)) == pytest.approx(np.log(2), abs=1e-3)

@@ -2,8 +2,9 @@
 embedding space of the captions (AttnGAN's DAMSM plays this role with its own text encoder).
 
 `python -m t2igan.train_matcher data=...` trains one per dataset and keeps it in the cache;
-`r_precision` and `fd_matcher...` use it. Its images are uint8; its output is a unit vector
-in the caption embeddings' space, so a caption's embedding is compared with it directly.
+`r_precision` and `fd_matcher...` use it, and `balance.matching_weight` trains G against it
+(AttnGAN's DAMSM loss). It takes images in [-1, 1] (`encode` converts uint8); its output is
+a unit vector in the caption embeddings' space, compared with a caption's embedding directly.
 """
 
 import hashlib
@@ -27,12 +28,13 @@ def matcher_path(cache_dir: str | Path, data: dict) -> Path:
 
 
 def build_image_encoder(image_size: int, text_dim: int, *, width: int = 32, seed: int = 0):
-    """(B, S, S, 3) uint8 -> (B, text_dim) unit vectors: a small residual-free CNN."""
+    """(B, S, S, 3) images in [-1, 1] -> (B, text_dim) unit vectors: a small CNN. Float input,
+    so G's images can be scored differentiably (balance.matching_weight)."""
     import keras
 
     initializer = keras.initializers.HeNormal(seed=seed)
-    images = keras.Input((image_size, image_size, 3), dtype="uint8")
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(images)
+    images = keras.Input((image_size, image_size, 3))
+    x = images
     channels = width
     while x.shape[1] > 4:
         x = keras.layers.Conv2D(channels, 3, strides=2, padding="same", kernel_initializer=initializer)(x)
@@ -45,16 +47,11 @@ def build_image_encoder(image_size: int, text_dim: int, *, width: int = 32, seed
     return keras.Model(images, outputs, name="image_encoder")
 
 
-def contrastive_loss(text_embeddings, image_embeddings, temperature: float = 0.07):
-    """Symmetric InfoNCE within the batch: image i belongs with caption i."""
-    from keras import ops
+def contrastive_loss(text_embeddings, image_embeddings):
+    """The matcher's training loss (Keras' (y_true, y_pred) order): t2igan.losses.matching_loss."""
+    from t2igan.losses import matching_loss
 
-    text = text_embeddings / ops.norm(text_embeddings, axis=1, keepdims=True)
-    logits = ops.matmul(image_embeddings, ops.transpose(text)) / temperature
-    labels = ops.arange(ops.shape(logits)[0])
-    image_to_text = ops.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-    text_to_image = ops.sparse_categorical_crossentropy(labels, ops.transpose(logits), from_logits=True)
-    return (image_to_text + text_to_image) / 2
+    return matching_loss(image_embeddings, text_embeddings, temperature=0.07)
 
 
 def train_matcher(images: np.ndarray, caption_embeddings: np.ndarray, *, epochs: int, batch_size: int,
@@ -62,7 +59,6 @@ def train_matcher(images: np.ndarray, caption_embeddings: np.ndarray, *, epochs:
     """Train an image encoder on (N, S, S, 3) uint8 images and (N, C, T) caption embeddings
     (a random one of each image's C captions per step). Returns (model, seconds)."""
     import keras
-    import tensorflow as tf
 
     from t2igan.data.pipeline import training_batches
 
@@ -70,9 +66,7 @@ def train_matcher(images: np.ndarray, caption_embeddings: np.ndarray, *, epochs:
     model = build_image_encoder(images.shape[1], caption_embeddings.shape[2], width=width, seed=seed)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=contrastive_loss)
     steps = len(images) // batch_size
-    batches = training_batches(images, caption_embeddings, batch_size=batch_size, seed=seed).map(
-        lambda real_images, text: (tf.cast(tf.clip_by_value((real_images + 1.0) * 127.5, 0, 255), tf.uint8), text)
-    )  # fmt: skip
+    batches = training_batches(images, caption_embeddings, batch_size=batch_size, seed=seed)
     started = time.perf_counter()
     model.fit(batches, epochs=epochs, steps_per_epoch=steps, verbose=1 if progress else 0)
     return model, time.perf_counter() - started
@@ -90,5 +84,6 @@ def load_matcher(path: str | Path):
 
 def encode(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """(N, S, S, 3) uint8 -> (N, T) unit vectors."""
-    return np.concatenate([np.asarray(model(images[i : i + batch_size], training=False))
+    return np.concatenate([np.asarray(model(images[i : i + batch_size].astype(np.float32) / 127.5 - 1.0,
+                                            training=False))
                            for i in range(0, len(images), batch_size)])  # fmt: skip
