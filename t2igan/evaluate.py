@@ -7,14 +7,13 @@ splits (t2igan/metrics/registry.py).
 """
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from t2igan.errors import UserError
+from t2igan.errors import UserError, exit_on_user_error
 
 METRIC_SETTINGS = ("inception_path", "inception_sha256", "download", "keras_model", "batch_size")
 
@@ -80,12 +79,9 @@ def _log_to_run(run_id: str, results: dict, step: int, report: Path, uri: str) -
 
 # A config root of its own, like t2igan.generate.
 @hydra.main(config_path="../conf/evaluate", config_name="config", version_base="1.3")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    try:
-        evaluate(cfg)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    evaluate(cfg)
 
 
 if __name__ == "__main__":

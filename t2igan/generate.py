@@ -6,14 +6,13 @@ row per caption, one column per noise vector (the same noise in every row). `mod
 writes a strip that walks from `text` to `text2` (and/or between two noise vectors).
 """
 
-import sys
 from pathlib import Path
 
 import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from t2igan.errors import UserError
+from t2igan.errors import UserError, exit_on_user_error
 
 MODES = ("grid", "interpolate")
 INTERPOLATIONS = ("text", "noise", "both")
@@ -106,12 +105,9 @@ def generate(cfg: DictConfig) -> Path:
 
 # A config root of its own: in conf/, `text=` would select the `text` group of training.
 @hydra.main(config_path="../conf/generate", config_name="config", version_base="1.3")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    try:
-        generate(cfg)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    generate(cfg)
 
 
 if __name__ == "__main__":

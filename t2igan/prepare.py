@@ -6,13 +6,12 @@ does the same on first use; running this first shows a dataset's problems in sec
 of at the start of a run. Re-running reuses both caches; a changed source prepares again.
 """
 
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from t2igan.errors import UserError
+from t2igan.errors import exit_on_user_error
 
 
 def prepare(cfg: DictConfig) -> dict:
@@ -38,12 +37,9 @@ def prepare(cfg: DictConfig) -> dict:
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    try:
-        prepare(cfg)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    prepare(cfg)
 
 
 if __name__ == "__main__":

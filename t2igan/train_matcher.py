@@ -7,13 +7,12 @@ with their own captions: the best a generator can score with this matcher.
 """
 
 import os
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from t2igan.errors import UserError
+from t2igan.errors import exit_on_user_error
 
 
 def train_matcher_command(cfg: DictConfig) -> float:
@@ -58,12 +57,9 @@ def train_matcher_command(cfg: DictConfig) -> float:
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    try:
-        train_matcher_command(cfg)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    train_matcher_command(cfg)
 
 
 if __name__ == "__main__":
