@@ -63,7 +63,8 @@ def train(cfg: DictConfig) -> float:
     gan = build_gan(
         **_without_name(model), **_without_name(balance), **_without_name(optim),
         seed=config["seed"], jit_compile=run["jit_compile"],
-        steps_per_execution=run["steps_per_execution"], matcher=_matcher(config) if balance["matching_weight"] else None,
+        steps_per_execution=run["steps_per_execution"],
+        matcher=_matcher(config, splits, embedder, progress=run["progress"]) if balance["matching_weight"] else None,
     )  # fmt: skip
 
     evaluate = _evaluation(splits, embedder, config, progress=run["progress"]) if run["eval_every"] else None
@@ -95,11 +96,17 @@ def train(cfg: DictConfig) -> float:
     )
 
 
-def _matcher(config: dict):
-    """The dataset's R-precision matcher, which balance.matching_weight trains G against."""
+def _matcher(config: dict, splits: dict, embedder, *, progress: bool):
+    """The dataset's R-precision matcher, which balance.matching_weight trains G against;
+    trained first (once, cached) if the dataset has none yet, as the judge is."""
     from t2igan.metrics.matcher import load_matcher, matcher_path
+    from t2igan.train_matcher import train_and_save_matcher
 
-    return load_matcher(matcher_path(Path(config["metrics"]["cache_dir"]) / "matcher", config["data"]))
+    path = matcher_path(Path(config["metrics"]["cache_dir"]) / "matcher", config["data"])
+    if not path.exists():
+        print(f"balance.matching_weight: no matcher for this dataset yet; training one ({path})")
+        train_and_save_matcher(config, splits, embedder, progress=progress)
+    return load_matcher(path)
 
 
 def _evaluation(splits: dict, embedder, config: dict, *, progress: bool):

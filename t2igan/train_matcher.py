@@ -19,17 +19,26 @@ def train_matcher_command(cfg: DictConfig) -> float:
     """Train and save the matcher `cfg` describes; returns real test images' R-precision."""
     from t2igan.config import validate
     from t2igan.data.datasets import load_dataset
-    from t2igan.metrics.matcher import encode, matcher_path, train_matcher
-    from t2igan.metrics.scores import mismatched_captions, r_precision
     from t2igan.text.encoder import CaptionEmbedder
     from t2igan.train import absolute_paths
 
     validate(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     absolute_paths(config)
-    metrics, progress, size = config["metrics"], config["trainer"]["progress"], config["model"]["image_size"]
+    progress = config["trainer"]["progress"]
     splits = load_dataset(**config["data"], cache_dir=Path(config["paths"]["cache"]) / "data", progress=progress)
     embedder = CaptionEmbedder(**config["text"], show_progress=progress)
+    _, score = train_and_save_matcher(config, splits, embedder, progress=progress)
+    return score
+
+
+def train_and_save_matcher(config: dict, splits: dict, embedder, *, progress: bool) -> tuple[Path, float]:
+    """Train the matcher of `config`'s dataset on its training split, save it where metrics and
+    balance.matching_weight look for it, and report real test images' R-precision."""
+    from t2igan.metrics.matcher import encode, matcher_path, train_matcher
+    from t2igan.metrics.scores import mismatched_captions, r_precision
+
+    metrics, size = config["metrics"], config["model"]["image_size"]
     train = splits["train"]
     offset = (train.images.shape[1] - size) // 2  # the centre of images kept for random crops
     images = train.images[:, offset : offset + size, offset : offset + size]
@@ -53,7 +62,7 @@ def train_matcher_command(cfg: DictConfig) -> float:
                             mismatched_captions(len(test), len(test), seed=config["seed"]))  # fmt: skip
     print(f"matcher trained in {seconds:.0f} s, saved to {path}; real test images' R-precision "
           f"{score:.3f} (chance 0.01)" + ("" if len(test) > 99 else ": needs more than 99 test images"))  # fmt: skip
-    return score
+    return path, score
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
