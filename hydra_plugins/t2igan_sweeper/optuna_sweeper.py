@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import re
-import sys
 import tempfile
 import time
 import uuid
@@ -32,7 +31,7 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
 from t2igan import sweep as sweeps
-from t2igan.errors import UserError
+from t2igan.errors import exit_on_user_error
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +138,8 @@ class OptunaSweeper(Sweeper):
             heartbeat_interval=self.heartbeat_seconds, grace_period=5 * self.heartbeat_seconds,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
         )  # fmt: skip
-        if self.sampler_kind == "grid":
-            grid = {key: list(dist.choices) for key, dist in self.distributions.items()
-                    if isinstance(dist, optuna.distributions.CategoricalDistribution)}  # fmt: skip
-            if len(grid) != len(self.distributions):
-                raise sweeps.SweepError("sampler=grid takes choice(...) params only")
+        if self.sampler_kind == "grid":  # _read_arguments made sure every param is a choice
+            grid = {key: list(dist.choices) for key, dist in self.distributions.items()}
             sampler = optuna.samplers.GridSampler(grid, seed=self.seed)
         elif self.sampler_kind == "random":
             sampler = optuna.samplers.RandomSampler(seed=self.seed)
@@ -155,14 +151,8 @@ class OptunaSweeper(Sweeper):
         return optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler,
                                    pruner=pruner, direction=direction, load_if_exists=True)  # fmt: skip
 
+    @exit_on_user_error  # one line, as every t2igan command
     def sweep(self, arguments: list[str]) -> Any:
-        try:
-            return self._sweep(arguments)
-        except UserError as error:  # one line, as every t2igan command
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(2)
-
-    def _sweep(self, arguments: list[str]) -> Any:
         import optuna
 
         # Each trial's outcome is printed here, with its reason; Optuna's own lines repeat it.
@@ -401,10 +391,11 @@ def _pruner(settings: dict):
 
 
 class _ParentRun:
-    """The sweep's MLflow run: children point at it; it ends with the best params and plots."""
+    """The sweep's MLflow run (an MlflowTracker): children point at it; it ends with the best
+    params and plots."""
 
-    def __init__(self, client, run_id: str):
-        self.client, self.run_id = client, run_id
+    def __init__(self, tracker):
+        self.tracker, self.run_id = tracker, tracker.run_id
 
     @classmethod
     def open(cls, study, tracking: DictConfig, root: Path) -> "_ParentRun":
@@ -416,31 +407,28 @@ class _ParentRun:
         if tracker.run_id != run_id:  # a new study, or its parent run was deleted
             study.set_user_attr("mlflow_parent_run_id", tracker.run_id)
             tracker.set_tags({"optuna.study": study.study_name, "t2igan.sweep": "parent"})
-        return cls(tracker.client, tracker.run_id)
+        return cls(tracker)
 
     def tag_child(self, run_id: str, state: str, reason: str | None) -> None:
-        self.client.set_tag(run_id, "optuna.state", state)
+        self.tracker.client.set_tag(run_id, "optuna.state", state)
         if reason:
-            self.client.set_tag(run_id, "optuna.reason", reason[:5000])
+            self.tracker.client.set_tag(run_id, "optuna.reason", reason[:5000])
 
     def summarise(self, study, objective: str, *, status: str | None) -> None:
         """Best trial (tags `best.<param>`, metric `best/<objective>`) and Optuna's plots;
         ends the run with `status` unless it is None (trials still to run)."""
-        from mlflow.entities import Metric
         from optuna.trial import TrialState
 
         if any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
             best = study.best_trial
-            now = int(time.time() * 1000)
-            self.client.log_batch(self.run_id, metrics=[Metric(f"best/{objective}", best.value, now, best.number)])
-            for key, value in best.params.items():
-                self.client.set_tag(self.run_id, f"best.{key}", str(value))
-            self.client.set_tag(self.run_id, "best.trial", str(best.number))
+            self.tracker.log_metrics({f"best/{objective}": best.value}, step=best.number)
+            self.tracker.set_tags({f"best.{key}": str(value) for key, value in best.params.items()}
+                                  | {"best.trial": str(best.number)})  # fmt: skip
             with tempfile.TemporaryDirectory() as folder:
                 for path in _plots(study, Path(folder)).values():
-                    self.client.log_artifact(self.run_id, str(path), "optuna")
+                    self.tracker.log_artifact(path, "optuna")
         if status is not None:
-            self.client.set_terminated(self.run_id, status=status)
+            self.tracker.finish(status)
 
 
 def _plots(study, folder: Path) -> dict[str, Path]:
