@@ -40,8 +40,7 @@ def train_and_save_matcher(config: dict, splits: dict, embedder, *, progress: bo
 
     metrics, size = config["metrics"], config["model"]["image_size"]
     train = splits["train"]
-    offset = (train.images.shape[1] - size) // 2  # the centre of images kept for random crops
-    images = train.images[:, offset : offset + size, offset : offset + size]
+    images = train.centred_images(size)
     flat = embedder.embed([caption for captions in train.captions for caption in captions])
     embeddings = flat.reshape(len(train), -1, flat.shape[-1])
     batch_size = min(metrics["matcher_batch_size"], len(train))

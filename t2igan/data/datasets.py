@@ -42,6 +42,12 @@ class CaptionedImages:
     def __len__(self) -> int:
         return len(self.images)
 
+    def centred_images(self, size: int) -> np.ndarray:
+        """(N, size, size, 3): the centre of each image, as evaluation sees images that are
+        stored larger for training's random crops (the images themselves at their own size)."""
+        offset = (self.images.shape[1] - size) // 2
+        return self.images[:, offset : offset + size, offset : offset + size]
+
 
 def _config_key(**config) -> str:
     return hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]

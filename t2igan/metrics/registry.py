@@ -86,7 +86,18 @@ class _Accumulator:
     wants_statistics: bool
     statistics: StreamingFeatureStatistics | None = None  # made on the first batch
     kept: list | None = None  # features for KID / R-precision
+    keep_at_most: int | None = None  # KID uses KID_SAMPLES; R-precision needs every image
     logits: list | None = None
+
+    def add(self, features: np.ndarray) -> None:
+        """One batch of (B, F) features into the statistics and the kept features."""
+        if self.wants_statistics:
+            self.statistics = self.statistics or StreamingFeatureStatistics(features.shape[1])
+            self.statistics.update(features)
+        if self.kept is not None:
+            kept = sum(len(batch) for batch in self.kept)
+            if self.keep_at_most is None or kept < self.keep_at_most:
+                self.kept.append(features.astype(np.float32))
 
 
 class MetricSuite:
@@ -109,7 +120,7 @@ class MetricSuite:
                 raise MetricError(f"r_precision ranks among 99 mismatched captions: needs more than 99 test "
                                   f"images, the dataset has {len(splits['test'])}")  # fmt: skip
         self.splits, self.embed, self.noise_dim, self.seed = splits, embed, noise_dim, seed
-        self._network_factory, self._networks = networks, {}
+        self._network_factory, self._networks, self._references = networks, {}, {}
         self.reference_cache, self.image_size = Path(reference_cache), image_size
         self.batch_size, self.progress = batch_size, progress
 
@@ -163,6 +174,7 @@ class MetricSuite:
         return _Accumulator(
             wants_statistics=wants_statistics,
             kept=[] if kinds & {"kid", "r_precision"} else None,
+            keep_at_most=None if "r_precision" in kinds else KID_SAMPLES,
             logits=[] if "is" in kinds else None,
         )  # fmt: skip
 
@@ -173,11 +185,7 @@ class MetricSuite:
             accumulator.logits.append(logits)
         else:
             features = network.features(images)
-        if accumulator.wants_statistics:
-            accumulator.statistics = accumulator.statistics or StreamingFeatureStatistics(features.shape[1])
-            accumulator.statistics.update(features)
-        if accumulator.kept is not None:
-            accumulator.kept.append(features.astype(np.float32))
+        accumulator.add(features)
 
     def _score(self, protocol: Protocol, accumulator: _Accumulator, embeddings: np.ndarray) -> dict[str, float]:
         key = f"eval/{protocol.name}"
@@ -200,10 +208,14 @@ class MetricSuite:
 
     def _reference(self, network: str, split: str) -> dict[str, np.ndarray]:
         """Mean, covariance and up to KID_SAMPLES features of the real `split` images, cached
-        by the network's identity and the split's pixels."""
-        images = self.splits[split].images
-        offset = (images.shape[1] - self.image_size) // 2  # training images kept for random crops
-        images = images[:, offset : offset + self.image_size, offset : offset + self.image_size]
+        on disk by the network's identity and the split's pixels, and in memory for the
+        suite's later metrics and evaluations."""
+        if (network, split) not in self._references:
+            self._references[network, split] = self._load_or_compute_reference(network, split)
+        return self._references[network, split]
+
+    def _load_or_compute_reference(self, network: str, split: str) -> dict[str, np.ndarray]:
+        images = self.splits[split].centred_images(self.image_size)
         content = hashlib.sha1(np.ascontiguousarray(images).tobytes()).hexdigest()[:16]
         feature_network = self.network(network)
         identity = re.sub(r"[^A-Za-z0-9_.-]", "_", feature_network.identity)
@@ -211,15 +223,11 @@ class MetricSuite:
         if path.exists():
             with np.load(path, allow_pickle=False) as store:
                 return {key: store[key] for key in ("mu", "sigma", "kept")}
-        statistics, kept = None, []
+        accumulator = _Accumulator(wants_statistics=True, kept=[], keep_at_most=KID_SAMPLES)
         batches = range(0, len(images), self.batch_size)
         for start in tqdm(batches, desc=f"reference {split} ({network})", unit="batch", disable=not self.progress):
-            features = feature_network.features(images[start : start + self.batch_size])
-            statistics = statistics or StreamingFeatureStatistics(features.shape[1])
-            statistics.update(features)
-            if sum(len(k) for k in kept) < KID_SAMPLES:
-                kept.append(features.astype(np.float32))
-        mu, sigma = statistics.statistics()
-        reference = {"mu": mu, "sigma": sigma, "kept": np.concatenate(kept)[:KID_SAMPLES]}
+            accumulator.add(feature_network.features(images[start : start + self.batch_size]))
+        mu, sigma = accumulator.statistics.statistics()
+        reference = {"mu": mu, "sigma": sigma, "kept": np.concatenate(accumulator.kept)[:KID_SAMPLES]}
         atomic_save_npz(path, **reference)
         return reference
