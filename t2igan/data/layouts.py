@@ -64,9 +64,6 @@ def list_cub(root: Path, *, text_dir: str | None = None, split_files: dict | Non
     """`root` is the `birds/` folder: CUB_200_2011/{images/, images.txt, bounding_boxes.txt},
     text/<class>/<image>.txt (or text_c10/) and {train,test}/filenames.pickle."""
     layout = "data=cub"
-    if not root.is_dir():
-        raise DatasetError(f"{layout}: data.root {root} is not a folder; point it at the birds/ "
-                           "folder that holds CUB_200_2011/, text/ and train/, test/")  # fmt: skip
     if not (root / "CUB_200_2011").is_dir() and (root / "images.txt").exists():
         raise DatasetError(f"{layout}: {root} looks like CUB_200_2011 itself; set data.root to "
                            f"its parent folder {root.parent} (which also holds text/ and the splits)")  # fmt: skip
@@ -143,9 +140,6 @@ def list_flowers(root: Path, *, text_dir: str | None = None, split_files: dict |
     """`root` holds jpg/image_XXXXX.jpg, text_c10/class_XXXXX/image_XXXXX.txt and a split:
     {train,test}/filenames.pickle or Reed's trainvalclasses.txt / testclasses.txt."""
     layout = "data=flowers"
-    if not root.is_dir():
-        raise DatasetError(f"{layout}: data.root {root} is not a folder; point it at the folder "
-                           "that holds jpg/ and text_c10/")  # fmt: skip
     images = require(root / "jpg", "the Oxford-102 jpg/ folder", layout)
     captions_root = _caption_folder(root, text_dir, ("text_c10", "text"), layout)
     caption_files = {path.stem: path for path in sorted(captions_root.glob("*/*.txt"))}
@@ -184,9 +178,6 @@ def list_coco(root: Path, *, train_split: str = "train2014", test_split: str = "
     """`root` holds annotations/captions_<split>.json and the images of each split in
     <split>/ or images/<split>/ (train2014 and val2014 by default, as AttnGAN and DF-GAN)."""
     layout = "data=coco"
-    if not root.is_dir():
-        raise DatasetError(f"{layout}: data.root {root} is not a folder; point it at the folder "
-                           "that holds annotations/ and the image folders")  # fmt: skip
     skips = Skips()
     splits = {}
     for split, name in zip(SPLITS, (train_split, test_split)):
@@ -318,8 +309,6 @@ def list_folder(root: Path, *, test_fraction: float = 0.1, split_file: str | Non
     string or a list) or by a same-named `.txt` beside each image. With `train/` and `test/`
     subfolders (and no split file) those are the splits."""
     layout = "data=folder"
-    if not root.is_dir():
-        raise DatasetError(f"{layout}: data.root {root} is not a folder")
     skips = Skips()
     if not split_file and (root / "train").is_dir() and (root / "test").is_dir():
         if (root / "metadata.jsonl").exists():  # one file for both, naming train/... and test/...
@@ -338,3 +327,18 @@ def list_folder(root: Path, *, test_fraction: float = 0.1, split_file: str | Non
 
 
 LAYOUTS = {"cub": list_cub, "flowers": list_flowers, "coco": list_coco, "seed": list_seed, "folder": list_folder}
+# What data.root must be, for the one error every layout gives when it is not a folder.
+ROOT_HOLDS = {
+    "cub": "the birds/ folder that holds CUB_200_2011/, text/ and train/, test/",
+    "flowers": "the folder that holds jpg/ and text_c10/",
+    "coco": "the folder that holds annotations/ and the image folders",
+    "seed": "the folder that holds the image and caption class folders (data.image_dir, data.caption_dir)",
+    "folder": "the folder of captioned images",
+}
+
+
+def list_layout(layout: str, root: Path, **options) -> Listing:
+    """The listing of dataset `layout` at `root` (see LAYOUTS), with `options` from its config."""
+    if not root.is_dir():
+        raise DatasetError(f"data={layout}: data.root {root} is not a folder; point it at {ROOT_HOLDS[layout]}")
+    return LAYOUTS[layout](root, **options)

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from t2igan.data.decode import UnreadableImage, load_square
-from t2igan.data.layouts import LAYOUTS, SPLITS
+from t2igan.data.layouts import SPLITS, list_layout
 from t2igan.data.listing import DatasetError, Entry, Listing, Skips
 from t2igan.io import atomic_save_npz
 
@@ -143,7 +143,7 @@ def _prepare(layout: str, root: Path, cache_dir: Path, *, image_size: int, capti
              crop: str, random_crop: bool, limits: tuple, progress: bool, layout_options: dict) -> Prepared:  # fmt: skip
     if layout == "cub":
         layout_options["need_boxes"] = crop == "bbox"
-    listing = LAYOUTS[layout](root, **layout_options)
+    listing = list_layout(layout, root, **layout_options)
     for split, limit in zip(SPLITS, limits):
         if limit is not None:
             listing.splits[split] = listing.splits[split][:limit]
