@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from t2igan.errors import UserError, exit_on_user_error
 
+METRICS_DEFAULTS = Path(__file__).resolve().parents[1] / "conf" / "metrics" / "default.yaml"
 METRIC_SETTINGS = ("inception_path", "inception_sha256", "download", "keras_model", "batch_size")
 
 
@@ -31,9 +32,8 @@ def evaluate(cfg: DictConfig) -> dict:
     config = header.get("config") or {}
     if "data" not in config:
         raise UserError(f"{path} carries no training config")
-    defaults = {"names": [], "matcher_epochs": 20, "matcher_batch_size": 64,
-                "cache_dir": str(Path(config["paths"]["cache"]) / "metrics")}  # fmt: skip
-    config["metrics"] = {**defaults, **config.get("metrics", {}), **{key: cfg[key] for key in METRIC_SETTINGS}}
+    config["metrics"] = {**_metrics_defaults(config["paths"]), **config.get("metrics", {}),
+                         **{key: cfg[key] for key in METRIC_SETTINGS}}  # fmt: skip
     splits = load_dataset(**config["data"], cache_dir=Path(config["paths"]["cache"]) / "data", progress=cfg.progress)
     sampler = Sampler.from_checkpoint(path)
     suite = standard_metrics(config, splits, sampler.embedder, progress=cfg.progress, names=list(cfg.metrics))
@@ -55,10 +55,17 @@ def evaluate(cfg: DictConfig) -> dict:
     return report
 
 
-def _tracking_uri(config: dict) -> str:
-    from t2igan.tracking import default_tracking_uri
+def _metrics_defaults(paths: dict) -> dict:
+    """conf/metrics/default.yaml resolved against the checkpoint's paths: for checkpoints
+    from before the `metrics` group existed."""
+    defaults = OmegaConf.create({"paths": paths, "metrics": OmegaConf.load(METRICS_DEFAULTS)})
+    return OmegaConf.to_container(defaults, resolve=True)["metrics"]
 
-    return config.get("tracking", {}).get("uri") or default_tracking_uri(config["paths"]["root"])
+
+def _tracking_uri(config: dict) -> str:
+    from t2igan.tracking import tracking_uri
+
+    return tracking_uri(config.get("tracking", {}).get("uri"), config["paths"]["root"])
 
 
 def _log_to_run(run_id: str, results: dict, step: int, report: Path, uri: str) -> None:

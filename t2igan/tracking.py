@@ -154,6 +154,11 @@ def default_tracking_uri(root: str | Path) -> str:
     return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
 
 
+def tracking_uri(uri: str | None, root: str | Path) -> str:
+    """Where a run's `tracking` config sends it: `uri`, or the sqlite file under `root`."""
+    return uri or default_tracking_uri(root)
+
+
 def make_tracker(*, enabled: bool, uri: str | None, experiment: str, root: str | Path,
                  run_name: str, run_id: str | None = None, tags: dict[str, str] | None = None,
                  **_unused):  # fmt: skip
@@ -162,7 +167,7 @@ def make_tracker(*, enabled: bool, uri: str | None, experiment: str, root: str |
     if not enabled:
         return NullTracker()
     return MlflowTracker(
-        uri=uri or default_tracking_uri(root),
+        uri=tracking_uri(uri, root),
         experiment=experiment,
         run_name=run_name,
         run_id=run_id,
