@@ -247,10 +247,6 @@ def _cross_checks(config: dict) -> list[str]:
     if penalties and balance.get("d_norm") == "batch":
         found.append(f"balance.{penalties[0]} > 0 needs per-sample gradients: use balance.d_norm="
                      "spectral or none (BatchNorm couples the batch)")
-    if balance.get("ma_gp_weight") and model.get("architecture") == "fusion":
-        # Its D reads text scaled to unit variance per entry, so the gradient with respect to
-        # the unit-length embedding is ~sqrt(T) larger: MA-GP ** 6 starts near 1e8.
-        found.append("balance.ma_gp_weight > 0 is not supported with model.architecture=fusion yet")
     if balance.get("ada_target") is not None and not balance.get("diffaugment"):
         found.append("balance.ada_target adapts the probability of balance.diffaugment, which is empty")
     if trainer.get("precision") == "mixed_bfloat16" and config.get("balance", {}).get("d_norm") == "spectral":
@@ -270,7 +266,8 @@ def _cross_checks(config: dict) -> list[str]:
         found.append(f"trainer.objective={trainer['objective']} needs trainer.eval_every > 0")
     if trainer.get("objective") in EVAL_METRICS and data.get("name") != "toybirds":
         found.append(f"trainer.objective={trainer['objective']} is a toybirds judge metric")
-    if balance.get("mode_seeking_weight") and isinstance(trainer.get("batch_size"), int) and trainer["batch_size"] % 2:
+    if balance.get("mode_seeking_weight") and isinstance(trainer.get("batch_size"), int) and trainer["batch_size"] >= 2 \
+            and trainer["batch_size"] % 2:
         found.append("balance.mode_seeking_weight > 0 pairs the batch in halves: trainer.batch_size must be even")
     batch_size = trainer.get("batch_size")
     if isinstance(batch_size, int) and isinstance(data.get("num_train"), int):

@@ -30,7 +30,8 @@ def _squared_norm_per_sample(gradient):
     return ops.sum(ops.reshape(ops.square(gradient), (ops.shape(gradient)[0], -1)), axis=1)  # (B,)
 
 
-def matching_aware_gradient_penalty(critic, images, text_embeddings, *, weight=2.0, power=6.0):
+def matching_aware_gradient_penalty(critic, images, text_embeddings, *, weight=2.0, power=6.0,
+                                     text_scale=1.0):
     """DF-GAN's matching-aware gradient penalty (Tao et al. 2022, tobran/DF-GAN `MA_GP`).
 
     images: (B, S, S, 3) real images in [-1, 1]; text_embeddings: (B, T) their own captions.
@@ -41,8 +42,15 @@ def matching_aware_gradient_penalty(critic, images, text_embeddings, *, weight=2
 
     ||grad|| ** power is computed as (||grad||^2) ** (power / 2), which has a finite gradient
     at a zero gradient (a square root there would not) for power >= 2.
+
+    `text_scale`: the critic reads its text as `text_embeddings * text_scale` (the fusion D
+    scales unit-length sentence embeddings to unit variance per entry); the text gradient is
+    taken with respect to what it reads, as DF-GAN's D reads its encoder's unnormalised
+    sentence vectors. Otherwise the gradient is text_scale (~20) times larger and its 6th
+    power starts near 1e8.
     """
     image_gradient, text_gradient = _input_gradients(critic, images, text_embeddings)
+    text_gradient = text_gradient / text_scale
     squared_norm = _squared_norm_per_sample(image_gradient) + _squared_norm_per_sample(
         text_gradient
     )

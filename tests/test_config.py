@@ -92,13 +92,17 @@ def test_every_group_option_composes_without_problems(compose, group, option):
 @pytest.mark.parametrize(("group", "option"), BUILD_OPTIONS, ids=[f"{g}={o}" for g, o in BUILD_OPTIONS])
 def test_model_balance_and_optim_options_build_a_gan(compose, group, option):
     from t2igan.gan import build_gan
+    from t2igan.metrics.matcher import build_image_encoder
 
     cfg = compose(f"{group}={option}", f"model.width={TINY_WIDTH}")
     assert problems(cfg) == []
     config = OmegaConf.to_container(cfg, resolve=True)
     model, balance, optim = config["model"], config["balance"], config["optim"]
+    # An untrained matcher of the right shapes stands in for the trained one (balance=matching).
+    matcher = (build_image_encoder(model["image_size"], model["text_dim"], width=4)
+               if balance["matching_weight"] else None)  # fmt: skip
     gan = build_gan(**_without_name(model), **_without_name(balance), **_without_name(optim),
-                    seed=config["seed"])  # fmt: skip
+                    matcher=matcher, seed=config["seed"])  # fmt: skip
 
     size, batch = model["image_size"], 2
     noise = np.random.default_rng(0).standard_normal((batch, model["noise_dim"])).astype("float32")
@@ -153,7 +157,7 @@ def test_image_size_mismatch_names_both_keys(compose):
 
 def test_batch_larger_than_the_training_set_is_a_problem(compose):
     assert problems(compose("data.num_train=32", "trainer.batch_size=32")) == []
-    found = problems(compose("data.num_train=32", "trainer.batch_size=33"))
+    found = problems(compose("data.num_train=32", "trainer.batch_size=34"))
     assert len(found) == 1, found
     assert "trainer.batch_size" in found[0] and "data.num_train" in found[0]
 

@@ -108,3 +108,11 @@ def spectral_if(layer, norm: str):
     if norm != "spectral":
         return layer
     return layers.SpectralNormalization(layer, name=f"{layer.name}_sn", dtype=layer.dtype_policy)
+
+
+def normalized(convolution, norm: str) -> list:
+    """A discriminator conv followed by its normalisation: `[conv, BatchNorm]` for "batch" (the
+    seed's D), `[spectral_if(conv)]` for "spectral" or "none"."""
+    if norm == "batch":
+        return [convolution, BatchNorm(name=f"{convolution.name}_norm")]
+    return [spectral_if(convolution, norm)]

@@ -4,9 +4,9 @@ import keras
 from keras import layers, ops
 
 from t2igan.models.blocks import (
-    BatchNorm,
     ConditioningAugmentation,
     batch_spread_channel,
+    normalized,
     pyramid_levels,
     scaled_channels,
     spectral_if,
@@ -73,10 +73,10 @@ class Discriminator(keras.Model):
         tower = [keras.Input((image_size, image_size, 3))]
         for level in range(levels):
             tower += [
-                *self._normalized(layers.Conv2D(
+                *normalized(layers.Conv2D(
                     scaled_channels(base_channels << level, width), kernel_size=4, strides=2,
                     padding="same", use_bias=norm != "batch", name=f"down{level + 1}",
-                )),  # fmt: skip
+                ), norm),  # fmt: skip
                 layers.LeakyReLU(0.2),
             ]
         self.image_encoder = keras.Sequential(tower, name="image_encoder")
@@ -87,9 +87,9 @@ class Discriminator(keras.Model):
             [
                 keras.Input((self.feature_size, self.feature_size,
                              feature_channels + condition_dim + int(minibatch_std))),  # fmt: skip
-                *self._normalized(layers.Conv2D(
+                *normalized(layers.Conv2D(
                     feature_channels, kernel_size=1, use_bias=norm != "batch", name="joint"
-                )),  # fmt: skip
+                ), norm),  # fmt: skip
                 layers.LeakyReLU(0.2),
                 layers.Flatten(),
                 layers.Dropout(dropout, seed=seed),
@@ -100,12 +100,6 @@ class Discriminator(keras.Model):
         )
         # Create every weight now, so parameter counts and checkpoints need no data.
         self((ops.zeros((1, image_size, image_size, 3)), ops.zeros((1, text_dim))))
-
-    def _normalized(self, convolution) -> list:
-        """A conv followed by its normalisation, as `self.norm` asks."""
-        if self.norm == "batch":
-            return [convolution, BatchNorm(name=f"{convolution.name}_norm")]
-        return [spectral_if(convolution, self.norm)]
 
     def encode(self, images, training=None):
         """(B, S, S, 3) in [-1, 1] -> image features (B, 4, 4, C)."""

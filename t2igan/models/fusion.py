@@ -17,12 +17,13 @@ from keras import layers, ops
 from t2igan.models.blocks import (
     BatchNorm,
     batch_spread_channel,
+    normalized,
     pyramid_levels,
     scaled_channels,
     spectral_if,
 )
 
-FUSION_NORMS = ("spectral", "none")
+FUSION_NORMS = ("spectral", "batch", "none")
 
 
 def text_scale(text_dim: int) -> float:
@@ -127,7 +128,9 @@ class FusionDiscriminator(keras.Model):
     logits = joint(features, text) + <project(text), sum-pooled features>. The joint head is
     DF-GAN's conv3x3 over [features, text tiled over 4x4], then a dense logit after `dropout`.
 
-    `norm` is "spectral" (spectral normalisation of every conv and dense weight) or "none";
+    `norm` is "spectral" (spectral normalisation of every conv and dense weight), "batch"
+    (BatchNorm after every conv, as the seed's discriminator; the presets built on StackGAN's
+    objective use it) or "none";
     `minibatch_std` adds ProGAN's batch-spread channel to the joint head. `augment` is only
     "flip" (horizontal) or nothing, as in the StackGAN discriminator.
     """
@@ -154,6 +157,7 @@ class FusionDiscriminator(keras.Model):
             raise ValueError(f"unknown augmentation {sorted(set(augment) - {'flip'})}; known: ['flip']")
         self.norm, self.minibatch_std = norm, minibatch_std
         self.text_dim, self.image_size = text_dim, image_size
+        self.text_input_scale = text_scale(text_dim)  # what `judge` multiplies the text by
         levels = pyramid_levels(image_size)
         self.feature_size = image_size >> levels
         self.augmentation = keras.Sequential(
@@ -165,7 +169,7 @@ class FusionDiscriminator(keras.Model):
             return scaled_channels(base_channels << min(level, 3), width)
 
         images = keras.Input((image_size, image_size, 3))
-        x = spectral_if(layers.Conv2D(channels(0), 3, padding="same", name="from_rgb"), self.norm)(images)
+        x = self._normalized(layers.Conv2D(channels(0), 3, padding="same", name="from_rgb"), x=images)
         for level in range(levels):
             x = self._down_block(x, channels(level + 1), name=f"down{level + 1}")
         self.image_encoder = keras.Model(images, x, name="image_encoder")
@@ -174,7 +178,7 @@ class FusionDiscriminator(keras.Model):
         self.joint = keras.Sequential([
             keras.Input((self.feature_size, self.feature_size,
                          feature_channels + text_dim + int(minibatch_std))),
-            spectral_if(layers.Conv2D(feature_channels, 3, padding="same", name="joint"), self.norm),
+            *normalized(layers.Conv2D(feature_channels, 3, padding="same", name="joint"), self.norm),
             layers.LeakyReLU(0.2),
             layers.Flatten(),
             layers.Dropout(dropout, seed=seed),
@@ -188,15 +192,21 @@ class FusionDiscriminator(keras.Model):
     def _down_block(self, x, out_channels: int, name: str):
         residual = layers.LeakyReLU(0.2)(x)
         conv1 = layers.Conv2D(out_channels, 4, strides=2, padding="same", name=f"{name}_conv1")
-        residual = spectral_if(conv1, self.norm)(residual)
+        residual = self._normalized(conv1, x=residual)
         residual = layers.LeakyReLU(0.2)(residual)
         conv2 = layers.Conv2D(out_channels, 3, padding="same", name=f"{name}_conv2")
-        residual = spectral_if(conv2, self.norm)(residual)
+        residual = self._normalized(conv2, x=residual)
         residual = Gate(name=f"{name}_gate")(residual)
         shortcut = layers.AveragePooling2D(2)(x)
         if x.shape[-1] != out_channels:
-            shortcut = spectral_if(layers.Conv2D(out_channels, 1, name=f"{name}_shortcut"), self.norm)(shortcut)
+            shortcut = self._normalized(layers.Conv2D(out_channels, 1, name=f"{name}_shortcut"), x=shortcut)
         return layers.Add(name=name)([shortcut, residual])
+
+    def _normalized(self, convolution, x):
+        """`x` through a conv and its normalisation, as `self.norm` asks."""
+        for layer in normalized(convolution, self.norm):
+            x = layer(x)
+        return x
 
     def encode(self, images, training=None):
         """(B, S, S, 3) in [-1, 1] -> image features (B, 4, 4, C)."""
@@ -204,7 +214,7 @@ class FusionDiscriminator(keras.Model):
 
     def judge(self, features, text_embeddings, training=None):
         """Image features (B, 4, 4, C) and (B, text_dim) embeddings -> (B, 1) float32 logits."""
-        text = ops.cast(text_embeddings * text_scale(self.text_dim), features.dtype)
+        text = ops.cast(text_embeddings * self.text_input_scale, features.dtype)
         grid = ops.tile(text[:, None, None, :], (1, self.feature_size, self.feature_size, 1))
         joined = [features, grid]
         if self.minibatch_std:
