@@ -8,6 +8,7 @@ from keras import ops
 
 from t2igan import losses
 from t2igan.augment import augment_images, instance_noise
+from t2igan.metrics.matcher import Matcher
 from t2igan.regularizers import LeCamAnchors, lecam_penalty, matching_aware_gradient_penalty, r1_penalty
 
 METRIC_NAMES = (
@@ -82,17 +83,15 @@ class TextToImageGAN(keras.Model):
         *,
         noise_dim: int = 100,
         balance: Balance = Balance(),
-        matcher: keras.Model | None = None,
+        matcher: Matcher | None = None,
         seed: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if balance.matching_weight > 0 and matcher is None:
-            raise ValueError("balance.matching_weight > 0 needs a matcher (images -> caption space)")
+            raise ValueError("balance.matching_weight > 0 needs a matcher (t2igan.metrics.matcher.Matcher)")
         self.generator = generator
-        self.matcher = matcher  # frozen: it scores G's images, it does not learn here
-        if matcher is not None:
-            matcher.trainable = False
+        self.matcher = matcher  # frozen towers: it scores G's images, it does not learn here
         self.generator_ema = generator_ema
         self.discriminator = discriminator
         self.noise_dim = noise_dim
@@ -210,8 +209,9 @@ class TextToImageGAN(keras.Model):
             terms["g/total"] += balance.mode_seeking_weight * terms["g/mode_seeking"]
         terms["g/matching"] = ops.zeros((), "float32")
         if balance.matching_weight > 0:
-            image_embeddings = self.matcher(fake_images, training=False)
-            terms["g/matching"] = losses.matching_loss(image_embeddings, fake_embeddings)
+            image_embeddings = self.matcher.images(fake_images, training=False)
+            caption_embeddings = self.matcher.texts(fake_embeddings, training=False)
+            terms["g/matching"] = losses.matching_loss(image_embeddings, caption_embeddings)
             terms["g/total"] += balance.matching_weight * terms["g/matching"]
         return terms
 
@@ -309,14 +309,13 @@ def build_gan(
     seed: int | None = None,
     jit_compile: bool = False,
     steps_per_execution: int = 1,
-    matcher: keras.Model | None = None,
+    matcher: Matcher | None = None,
     **balance,
 ) -> TextToImageGAN:
     """A compiled GAN from the `model`, `balance` and `optim` groups' plain values.
 
-    `balance` holds the fields of `Balance` (unknown names are an error); `matcher` (images
-    in [-1, 1] -> caption-space vectors, see t2igan.metrics.matcher) is needed when
-    `matching_weight` > 0. Learning rates and
+    `balance` holds the fields of `Balance` (unknown names are an error); `matcher` (the frozen
+    image and text towers of t2igan.metrics.matcher) is needed when `matching_weight` > 0. Learning rates and
     betas configure one Adam optimizer per network; `jit_compile` and `steps_per_execution`
     go to `keras.Model.compile`.
     """

@@ -1,7 +1,7 @@
 """`python -m t2igan.train_matcher data=...`: train the R-precision matcher of a dataset.
 
-An image encoder learns to land each training image on its captions' sentence embeddings
-(contrastive, the encoder frozen), then is kept in `metrics.cache_dir/matcher/`, where
+An image encoder and a text head over the frozen sentence embeddings learn to place each
+training image next to its captions (contrastive), then are kept in `metrics.cache_dir/matcher/`, where
 `r_precision` and `fd_matcher...` find it. It prints the R-precision of the real test images
 with their own captions: the best a generator can score with this matcher.
 """
@@ -35,7 +35,7 @@ def train_matcher_command(cfg: DictConfig) -> float:
 def train_and_save_matcher(config: dict, splits: dict, embedder, *, progress: bool) -> tuple[Path, float]:
     """Train the matcher of `config`'s dataset on its training split, save it where metrics and
     balance.matching_weight look for it, and report real test images' R-precision."""
-    from t2igan.metrics.matcher import encode, matcher_path, train_matcher
+    from t2igan.metrics.matcher import Matcher, encode, encode_texts, matcher_path, train_matcher
     from t2igan.metrics.scores import mismatched_captions, r_precision
 
     metrics, size = config["metrics"], config["model"]["image_size"]
@@ -56,8 +56,8 @@ def train_and_save_matcher(config: dict, splits: dict, embedder, *, progress: bo
     own = [captions[i % len(captions)] for i, captions in enumerate(test.captions)]
     score = float("nan")
     if len(test) > 99:
-        caption_embeddings = embedder.embed(own)
-        score = r_precision(encode(model, test.images), caption_embeddings,
+        matcher = Matcher(model)
+        score = r_precision(encode(matcher, test.images), encode_texts(matcher, embedder.embed(own)),
                             mismatched_captions(len(test), len(test), seed=config["seed"]))  # fmt: skip
     print(f"matcher trained in {seconds:.0f} s, saved to {path}; real test images' R-precision "
           f"{score:.3f} (chance 0.01)" + ("" if len(test) > 99 else ": needs more than 99 test images"))  # fmt: skip

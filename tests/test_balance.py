@@ -115,15 +115,16 @@ def test_discriminator_numbers_are_averaged_over_its_n_critic_updates():
 
 
 def test_the_matching_term_trains_g_against_a_frozen_matcher():
-    from t2igan.metrics.matcher import build_image_encoder
+    from t2igan.metrics.matcher import Matcher, build_matcher
 
     with pytest.raises(ValueError, match="needs a matcher"):
         tiny_gan(matching_weight=1.0)
-    matcher = build_image_encoder(32, TINY["text_dim"], width=4)
-    frozen = [w.numpy().copy() for w in matcher.weights]
+    matcher = Matcher(build_matcher(32, TINY["text_dim"], embedding_dim=8, width=4))
+    frozen = [w.numpy().copy() for w in matcher.model.weights]
     gan = tiny_gan(matching_weight=1.0, matcher=matcher)
     logged = run_steps(gan, 2)[-1]
     assert logged["g/matching"] > 0
     assert logged["g/total"] > logged["g/adv"]  # the term is part of G's loss
-    assert all(np.array_equal(w.numpy(), f) for w, f in zip(matcher.weights, frozen))  # not trained
+    assert all(np.array_equal(w.numpy(), f) for w, f in zip(matcher.model.weights, frozen))  # not trained
+    assert not any(w.name.startswith("matcher") for w in gan.trainable_weights)
     assert run_steps(tiny_gan(), 1)[-1]["g/matching"] == 0.0  # off by default

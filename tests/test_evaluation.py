@@ -118,6 +118,23 @@ def test_a_metric_suite_scores_a_generator_against_real_images(tmp_path, stand_i
     assert len(list((tmp_path / "reference").glob("*.npz"))) == 1  # real statistics cached once
 
 
+def test_a_saved_matcher_loads_as_two_frozen_towers_in_one_space(tmp_path):
+    from t2igan.metrics.matcher import build_matcher, encode, encode_texts, load_matcher
+
+    model = build_matcher(32, 12, embedding_dim=8, width=4)
+    model.save(tmp_path / "matcher.keras")
+    matcher = load_matcher(tmp_path / "matcher.keras")
+    images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    texts = np.random.default_rng(1).normal(size=(5, 12)).astype(np.float32)
+    pair = np.asarray(model((images.astype(np.float32) / 127.5 - 1.0, texts)))
+    image_vectors, text_vectors = encode(matcher, images), encode_texts(matcher, texts)
+    assert image_vectors.shape == text_vectors.shape == (5, 8)
+    np.testing.assert_allclose(image_vectors, pair[:, :8], atol=1e-5)
+    np.testing.assert_allclose(text_vectors, pair[:, 8:], atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(text_vectors, axis=1), 1.0, atol=1e-5)
+    assert not matcher.images.trainable and not matcher.texts.trainable
+
+
 def run_module(root: Path, module: str, *arguments: str) -> subprocess.CompletedProcess:
     environment = {"T2IGAN_ROOT": str(root), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
     result = subprocess.run([sys.executable, "-m", module, *arguments], cwd=REPO, env=environment,

@@ -32,10 +32,11 @@ def make_networks(*, cache_dir: str | Path, image_size: int, matcher_file: str |
                                         progress=progress)  # fmt: skip
             return FeatureNetwork("toybirds-judge", judge.features)
         if name == "matcher":
-            from t2igan.metrics.matcher import encode, load_matcher
+            from t2igan.metrics.matcher import encode, encode_texts, load_matcher
 
-            model = load_matcher(matcher_file)
-            return FeatureNetwork(f"matcher-{Path(matcher_file).stem}", lambda images: encode(model, images))
+            matcher = load_matcher(matcher_file)
+            return FeatureNetwork(f"matcher-{Path(matcher_file).stem}", lambda images: encode(matcher, images),
+                                  texts=lambda embeddings: encode_texts(matcher, embeddings))  # fmt: skip
         if name == "keras":
             if not keras_model:
                 raise UserError("fd_keras metrics need metrics.keras_model=<a saved .keras model>")

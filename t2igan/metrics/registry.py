@@ -69,8 +69,12 @@ class FeatureNetwork:
     """uint8 images -> features (and logits, for Inception); `identity` names it in caches."""
 
     def __init__(self, identity: str, features: Callable[[np.ndarray], np.ndarray],
-                 logits: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None):  # fmt: skip
+                 logits: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+                 texts: Callable[[np.ndarray], np.ndarray] | None = None):  # fmt: skip
         self.identity, self._features, self._both = identity, features, logits
+        # (N, T) caption embeddings -> the features' space, for networks that compare images
+        # with captions (the matcher's text tower); None: the embeddings are in it already.
+        self.texts = texts or (lambda embeddings: embeddings)
 
     def features(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(self._features(images), np.float64)
@@ -195,8 +199,8 @@ class MetricSuite:
         if protocol.kind == "r_precision":
             images = np.concatenate(accumulator.kept)
             mismatched = mismatched_captions(len(images), len(embeddings), seed=self.seed)
-            # The matcher maps images into the sentence-embedding space itself.
-            return {key: r_precision(images, embeddings, mismatched)}
+            texts = self.network(protocol.network).texts(embeddings)
+            return {key: r_precision(images, texts, mismatched)}
         reference = self._reference(protocol.network, protocol.split)
         if protocol.kind == "kid":
             fake = np.concatenate(accumulator.kept)[:KID_SAMPLES]
