@@ -166,3 +166,21 @@ def test_training_logs_standard_metrics_and_evaluate_scores_the_checkpoint(tmp_p
     assert set(report["metrics"]) == {"kid50_test", "is50", "is50_std"} and report["step"] == 4
     assert "logged to MLflow run" in result.stdout
     assert "eval/kid50_test" in client.get_run(run.info.run_id).data.metrics
+
+
+@pytest.mark.slow
+def test_the_default_recipe_trains_its_matcher_once_then_reuses_it(tmp_path):
+    # The default experiment's recipe in miniature: fusion + caption matching + mode seeking.
+    run = ["experiment=smoke", "model=fusion", "balance=matching", "metrics.matcher_epochs=1",
+           "trainer.progress=false", "tracking=off"]  # fmt: skip
+    first = run_module(tmp_path, "t2igan.train", *run)
+    assert "no matcher for this dataset yet; training one" in first.stdout
+    (matcher,) = (tmp_path / "cache" / "metrics" / "matcher").glob("toybirds-*.keras")
+    trained = matcher.stat().st_mtime_ns
+    second = run_module(tmp_path, "t2igan.train", *run, "trainer.resume=false")
+    assert "training one" not in second.stdout and matcher.stat().st_mtime_ns == trained
+    from t2igan.checkpoint import read_header
+
+    folders = sorted((tmp_path / "runs").iterdir())
+    assert len(folders) == 2  # resume=false started the second run in a new folder
+    assert [read_header(folder / "checkpoint.npz")["step"] for folder in folders] == [4, 4]
