@@ -261,7 +261,7 @@ class TextToImageGAN(keras.Model):
             terms["d/ma_gp"] = matching_aware_gradient_penalty(
                 self._critic, real_images, text_embeddings,
                 weight=balance.ma_gp_weight, power=balance.ma_gp_power,
-                text_scale=getattr(self.discriminator, "text_input_scale", 1.0),
+                text_scale=self.discriminator.text_input_scale,
             )  # fmt: skip
         if balance.r1_gamma > 0:
             # Lazy R1 (StyleGAN2): every r1_every-th D update, scaled by r1_every.

@@ -102,7 +102,7 @@ def _matcher(config: dict, splits: dict, embedder, *, progress: bool):
     from t2igan.metrics.matcher import load_matcher, matcher_path
     from t2igan.train_matcher import train_and_save_matcher
 
-    path = matcher_path(Path(config["metrics"]["cache_dir"]) / "matcher", config["data"])
+    path = matcher_path(config)
     if not path.exists():
         print(f"balance.matching_weight: no matcher for this dataset yet; training one ({path})")
         train_and_save_matcher(config, splits, embedder, progress=progress)
@@ -131,7 +131,7 @@ def standard_metrics(config: dict, splits: dict, embedder, *, progress: bool, na
     metrics, model = config["metrics"], config["model"]
     networks = make_networks(
         cache_dir=metrics["cache_dir"], image_size=model["image_size"],
-        matcher_file=matcher_path(Path(metrics["cache_dir"]) / "matcher", config["data"]),
+        matcher_file=matcher_path(config),
         inception_path=metrics["inception_path"], inception_sha256=metrics["inception_sha256"],
         download=metrics["download"], keras_model=metrics["keras_model"], batch_size=metrics["batch_size"],
         judge_cache=Path(config["paths"]["cache"]) / "judge", progress=progress,

@@ -46,7 +46,7 @@ def train_and_save_matcher(config: dict, splits: dict, embedder, *, progress: bo
     batch_size = min(metrics["matcher_batch_size"], len(train))
     model, seconds = train_matcher(images, embeddings, epochs=metrics["matcher_epochs"], batch_size=batch_size,
                                    seed=config["seed"], progress=progress)  # fmt: skip
-    path = matcher_path(Path(metrics["cache_dir"]) / "matcher", config["data"])
+    path = matcher_path(config)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.stem}.{os.getpid()}.keras")
     model.save(temporary)

@@ -1,5 +1,7 @@
 """The balance options reach the training step: D steps, penalties, augmentation, controllers."""
 
+import math
+
 import keras
 import numpy as np
 import pytest
@@ -126,5 +128,14 @@ def test_the_matching_term_trains_g_against_a_frozen_matcher():
     assert logged["g/matching"] > 0
     assert logged["g/total"] > logged["g/adv"]  # the term is part of G's loss
     assert all(np.array_equal(w.numpy(), f) for w, f in zip(matcher.model.weights, frozen))  # not trained
-    assert not any(w.name.startswith("matcher") for w in gan.trainable_weights)
+    assert not {id(w) for w in matcher.model.weights} & {id(w) for w in gan.trainable_weights}
     assert run_steps(tiny_gan(), 1)[-1]["g/matching"] == 0.0  # off by default
+
+
+@pytest.mark.parametrize("d_norm, penalty", [("batch", {}), ("spectral", {"ma_gp_weight": 2.0}),
+                                             ("none", {"ma_gp_weight": 2.0})])  # fmt: skip
+def test_the_fusion_model_trains_with_every_discriminator_norm_and_ma_gp(d_norm, penalty):
+    gan = build_gan(**{**TINY, "d_norm": d_norm}, **ARCHITECTURES["fusion"], seed=1, **penalty)
+    logged = run_steps(gan, 2)[-1]
+    assert all(math.isfinite(value) for value in logged.values()), logged
+    assert (logged["d/ma_gp"] > 0) == bool(penalty)

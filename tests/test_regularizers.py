@@ -44,6 +44,21 @@ def test_matching_aware_gradient_penalty_closed_form_on_a_linear_critic(weight, 
     assert float(penalty) == pytest.approx(expected, rel=1e-4)
 
 
+def test_matching_aware_gradient_penalty_takes_the_text_gradient_as_the_critic_reads_the_text():
+    # A critic that reads text * s has gradient s * w_t in the embedding, w_t in what it reads.
+    scale = 4.0
+    image_norm, text_norm = squared_norms()
+    expected = 2.0 * (image_norm + text_norm) ** 3  # weight 2, power 6
+
+    def scaling_critic(images, text_embeddings):
+        return linear_critic(images, text_embeddings * scale)
+
+    penalty = matching_aware_gradient_penalty(scaling_critic, *inputs(), weight=2.0, power=6.0, text_scale=scale)
+    assert float(penalty) == pytest.approx(expected, rel=1e-4)
+    unscaled = matching_aware_gradient_penalty(scaling_critic, *inputs(), weight=2.0, power=6.0)
+    assert float(unscaled) == pytest.approx(2.0 * (image_norm + scale**2 * text_norm) ** 3, rel=1e-4)
+
+
 def test_r1_closed_form_on_a_linear_critic_ignores_the_text_gradient():
     image_norm, _ = squared_norms()
     assert float(r1_penalty(linear_critic, *inputs(), gamma=10.0)) == pytest.approx(

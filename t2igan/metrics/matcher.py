@@ -27,10 +27,18 @@ class MatcherMissing(UserError):
     """No matcher has been trained for this dataset."""
 
 
-def matcher_path(cache_dir: str | Path, data: dict) -> Path:
-    """Where the matcher of dataset config `data` lives: one per dataset configuration."""
-    key = hashlib.sha1(json.dumps({**data, "matcher_version": MATCHER_VERSION}, sort_keys=True).encode())
-    return Path(cache_dir) / f"{data['name']}-{key.hexdigest()[:12]}.keras"
+def matcher_path(config: dict) -> Path:
+    """Where the matcher of a resolved run config lives, under `metrics.cache_dir/matcher/`:
+    one per dataset, text encoder and matcher training settings. (It is trained with the seed
+    of the run that first needs it; later runs of any seed share it, as they share the judge.)"""
+    metrics = config["metrics"]
+    identity = {
+        "data": config["data"], "text": [config["text"]["model"], config["text"]["dim"]],
+        "epochs": metrics["matcher_epochs"], "batch_size": metrics["matcher_batch_size"],
+        "version": MATCHER_VERSION,
+    }  # fmt: skip
+    key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(metrics["cache_dir"]) / "matcher" / f"{config['data']['name']}-{key}.keras"
 
 
 def build_image_encoder(image_size: int, embedding_dim: int, *, width: int = 32, seed: int = 0):

@@ -14,8 +14,8 @@ def make_networks(*, cache_dir: str | Path, image_size: int, matcher_file: str |
                   download: bool = True, keras_model: str | None = None, batch_size: int = 64,
                   judge_cache: str | Path | None = None, progress: bool = True) -> Callable[[str], FeatureNetwork]:  # fmt: skip
     """`networks(name)` for MetricSuite: "inception" (the reference FID network), "judge" (the
-    toybirds judge, from `judge_cache`), "matcher" (the R-precision image encoder at
-    `matcher_file`) or "keras" (the saved Keras model at `keras_model`)."""
+    toybirds judge, from `judge_cache`), "matcher" (the R-precision matcher at `matcher_file`:
+    its image tower, and its text tower for captions) or "keras" (the saved Keras model at `keras_model`)."""
 
     def build(name: str) -> FeatureNetwork:
         if name == "inception":

@@ -58,6 +58,7 @@ class Discriminator(keras.Model):
         if norm not in NORMS:
             raise ValueError(f"unknown discriminator norm {norm!r}; known: {NORMS}")
         self.norm = norm
+        self.text_input_scale = 1.0  # it reads the embeddings as given (MA-GP's text gradient)
         self.minibatch_std = minibatch_std
         self.text_dim = text_dim
         self.image_size = image_size
