@@ -149,7 +149,8 @@ SCHEMA: dict[str, dict[str, Callable]] = {
         "instance_noise": _number(0.0, 2.0), "diffaugment": _policies,
         "augment_p": _number(0.0, 1.0), "ada_target": _optional(_number(-1.0, 1.0, low_open=True, high_open=True)),
         "ada_kimg": _number(0.0, 1e6, low_open=True), "auto_balance": _boolean,
-        "mode_seeking_weight": NON_NEGATIVE, "matching_weight": NON_NEGATIVE, "ada_interval": POSITIVE,
+        "mode_seeking_weight": NON_NEGATIVE, "matching_weight": NON_NEGATIVE,
+        "matching_temperature": _number(0.0, 10.0, low_open=True), "ada_interval": POSITIVE,
         "auto_target_gap": _number(-1.0, 1.0), "auto_band": _number(0.0, 1.0),
         "auto_factor": _number(1.0, 10.0, low_open=True), "auto_range": _number(1.0, 1e3),
     },
@@ -166,7 +167,9 @@ SCHEMA: dict[str, dict[str, Callable]] = {
     "metrics": {
         "names": _metric_names, "inception_path": _optional_text, "inception_sha256": _optional_text,
         "download": _boolean, "keras_model": _optional_text, "matcher_epochs": POSITIVE,
-        "matcher_batch_size": _integer(2), "batch_size": POSITIVE, "cache_dir": _text,
+        "matcher_batch_size": _integer(2), "matcher_width": POSITIVE, "matcher_text_hidden": POSITIVE,
+        "matcher_embedding_dim": POSITIVE, "matcher_learning_rate": LEARNING_RATE,
+        "matcher_temperature": _number(0.0, 10.0, low_open=True), "batch_size": POSITIVE, "cache_dir": _text,
     },
     "tracking": {
         "enabled": _boolean, "uri": _optional_text, "experiment": _text, "log_checkpoint": _boolean,

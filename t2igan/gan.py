@@ -56,6 +56,7 @@ class Balance:
     auto_range: float = 8.0
     mode_seeking_weight: float = 0.0
     matching_weight: float = 0.0
+    matching_temperature: float = 0.1
 
 
 class TextToImageGAN(keras.Model):
@@ -211,7 +212,8 @@ class TextToImageGAN(keras.Model):
         if balance.matching_weight > 0:
             image_embeddings = self.matcher.images(fake_images, training=False)
             caption_embeddings = self.matcher.texts(fake_embeddings, training=False)
-            terms["g/matching"] = losses.matching_loss(image_embeddings, caption_embeddings)
+            terms["g/matching"] = losses.matching_loss(image_embeddings, caption_embeddings,
+                                                       temperature=balance.matching_temperature)
             terms["g/total"] += balance.matching_weight * terms["g/matching"]
         return terms
 

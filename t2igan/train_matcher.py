@@ -44,8 +44,12 @@ def train_and_save_matcher(config: dict, splits: dict, embedder, *, progress: bo
     flat = embedder.embed([caption for captions in train.captions for caption in captions])
     embeddings = flat.reshape(len(train), -1, flat.shape[-1])
     batch_size = min(metrics["matcher_batch_size"], len(train))
-    model, seconds = train_matcher(images, embeddings, epochs=metrics["matcher_epochs"], batch_size=batch_size,
-                                   seed=config["seed"], progress=progress)  # fmt: skip
+    model, seconds = train_matcher(
+        images, embeddings, epochs=metrics["matcher_epochs"], batch_size=batch_size,
+        width=metrics["matcher_width"], text_hidden=metrics["matcher_text_hidden"],
+        embedding_dim=metrics["matcher_embedding_dim"], learning_rate=metrics["matcher_learning_rate"],
+        temperature=metrics["matcher_temperature"], seed=config["seed"], progress=progress,
+    )  # fmt: skip
     path = matcher_path(config)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.stem}.{os.getpid()}.keras")

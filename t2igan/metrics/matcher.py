@@ -34,7 +34,7 @@ def matcher_path(config: dict) -> Path:
     metrics = config["metrics"]
     identity = {
         "data": config["data"], "text": [config["text"]["model"], config["text"]["dim"]],
-        "epochs": metrics["matcher_epochs"], "batch_size": metrics["matcher_batch_size"],
+        "settings": {key: value for key, value in metrics.items() if key.startswith("matcher_")},
         "version": MATCHER_VERSION,
     }  # fmt: skip
     key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
@@ -77,14 +77,15 @@ def build_text_encoder(text_dim: int, embedding_dim: int, *, hidden: int = 512, 
     ], name="text_encoder")  # fmt: skip
 
 
-def build_matcher(image_size: int, text_dim: int, *, embedding_dim: int = 256, width: int = 32, seed: int = 0):
+def build_matcher(image_size: int, text_dim: int, *, embedding_dim: int = 256, width: int = 32,
+                  text_hidden: int = 512, seed: int = 0):
     """The matcher as one Keras model (saved as one file): `[images (B, S, S, 3) in [-1, 1],
     sentence embeddings (B, text_dim)]` -> (B, 2 * embedding_dim), the image tower's unit
     vector next to the text tower's. `Matcher` splits it into its towers."""
     import keras
 
     image_encoder = build_image_encoder(image_size, embedding_dim, width=width, seed=seed)
-    text_encoder = build_text_encoder(text_dim, embedding_dim, seed=seed)
+    text_encoder = build_text_encoder(text_dim, embedding_dim, hidden=text_hidden, seed=seed)
     images = keras.Input((image_size, image_size, 3), name="images")
     texts = keras.Input((text_dim,), name="text_embeddings")
     pair = keras.layers.Concatenate(name="pair")([image_encoder(images), text_encoder(texts)])
@@ -103,28 +104,33 @@ class Matcher:
             tower.trainable = False
 
 
-def contrastive_loss(_, pair):
-    """The matcher's training loss on `build_matcher`'s (B, 2E) output (Keras' (y_true,
-    y_pred) order; y_true is unused): t2igan.losses.matching_loss between the halves."""
+def contrastive_loss(pair, *, temperature: float):
+    """The matcher's training loss on `build_matcher`'s (B, 2E) output:
+    t2igan.losses.matching_loss between the image and text halves."""
     from keras import ops
 
     from t2igan.losses import matching_loss
 
     image_embeddings, text_embeddings = ops.split(pair, 2, axis=1)
-    return matching_loss(image_embeddings, text_embeddings, temperature=0.07)
+    return matching_loss(image_embeddings, text_embeddings, temperature=temperature)
 
 
 def train_matcher(images: np.ndarray, caption_embeddings: np.ndarray, *, epochs: int, batch_size: int,
-                  width: int = 32, learning_rate: float = 1e-3, seed: int = 0, progress: bool = True):  # fmt: skip
+                  width: int, text_hidden: int, embedding_dim: int, learning_rate: float, temperature: float,
+                  seed: int = 0, progress: bool = True):  # fmt: skip
     """Train a matcher on (N, S, S, 3) uint8 images and (N, C, T) caption embeddings (a random
-    one of each image's C captions per step). Returns (the `build_matcher` model, seconds)."""
+    one of each image's C captions per step), contrastively at `temperature` with Adam at
+    `learning_rate`; the towers as `build_matcher`. Returns (the `build_matcher` model, seconds)."""
     import keras
 
     from t2igan.data.pipeline import training_batches
 
     keras.utils.set_random_seed(seed)
-    model = build_matcher(images.shape[1], caption_embeddings.shape[2], width=width, seed=seed)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=contrastive_loss)
+    model = build_matcher(images.shape[1], caption_embeddings.shape[2], embedding_dim=embedding_dim,
+                          width=width, text_hidden=text_hidden, seed=seed)  # fmt: skip
+    # The loss reads only the prediction; the captions' embeddings are already an input.
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss=lambda _, pair: contrastive_loss(pair, temperature=temperature))  # fmt: skip
     steps = len(images) // batch_size
     batches = training_batches(images, caption_embeddings, batch_size=batch_size, seed=seed)
     batches = batches.map(lambda real_images, texts: ((real_images, texts), texts))
@@ -140,7 +146,7 @@ def load_matcher(path: str | Path) -> Matcher:
     if not path.exists():
         raise MatcherMissing(f"no R-precision matcher at {path}: train one with "
                              "`python -m t2igan.train_matcher data=<the dataset>`")  # fmt: skip
-    return Matcher(keras.models.load_model(path, custom_objects={"contrastive_loss": contrastive_loss}))
+    return Matcher(keras.models.load_model(path, compile=False))
 
 
 def encode(matcher: Matcher, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
