@@ -1,7 +1,8 @@
 """`python -m t2igan.study`: the convergence study -- recipes x seeds on toybirds, one table.
 
 The recipes, seeds and shared budget are in conf/study.yaml. Every run is an ordinary
-`python -m t2igan.train` with a fixed run name (`study-<recipe>-s<seed>`), so the study is
+`python -m t2igan.train` with a fixed run name (`study-<recipe>-<hash>-s<seed>`, the hash of the
+recipe's overrides with the common ones, so a changed recipe never reuses an old run), so the study is
 resumable: re-running it skips finished runs and resumes an interrupted one from its
 checkpoint. At the end it reads each run's last evaluation from its checkpoint and writes
 `<out>/results.md` (the table), `<out>/results.json` and `<out>/samples.png` (the last
@@ -11,6 +12,7 @@ fewest steps any seed of a recipe reached: less than the budget means unfinished
 """
 
 import argparse
+import hashlib
 import json
 import math
 import statistics
@@ -26,15 +28,21 @@ COLUMNS = ("eval/attr_acc", "eval/diversity", "eval/fd_judge")
 CONFIG = Path(__file__).resolve().parent.parent / "conf" / "study.yaml"
 
 
-def run_name(recipe: str, seed: int) -> str:
-    return f"study-{recipe}-s{seed}"
+def run_name(study: dict, recipe: str, seed: int, extra: list[str]) -> str:
+    """`study-<recipe>-<hash>-s<seed>`: the hash covers everything that shapes the run (common
+    and recipe overrides, `--set` overrides other than paths), so editing a recipe starts new
+    runs instead of resuming or tabulating the old recipe's."""
+    shaping = [*study["common"], *study["recipes"][recipe]["overrides"],
+               *(override for override in extra if not override.startswith("paths."))]  # fmt: skip
+    digest = hashlib.sha1(json.dumps(shaping).encode()).hexdigest()[:6]
+    return f"study-{recipe}-{digest}-s{seed}"
 
 
 def train_command(study: dict, recipe: str, seed: int, extra: list[str]) -> list[str]:
     """The `t2igan.train` command line of one study run."""
     return [
         sys.executable, "-m", "t2igan.train", *study["common"], *study["recipes"][recipe]["overrides"],
-        f"seed={seed}", f"trainer.run_name={run_name(recipe, seed)}", *extra,
+        f"seed={seed}", f"trainer.run_name={run_name(study, recipe, seed, extra)}", *extra,
     ]  # fmt: skip
 
 
@@ -135,13 +143,15 @@ def main(argv: list[str] | None = None) -> int:
 
     for recipe in recipes if not args.report_only else []:
         for seed in seeds:
-            print(f"== {run_name(recipe, seed)}: {study['recipes'][recipe]['description']}", flush=True)
+            print(f"== {run_name(study, recipe, seed, args.overrides)}: {study['recipes'][recipe]['description']}",
+                  flush=True)  # fmt: skip
             subprocess.run(train_command(study, recipe, seed, args.overrides), check=False)
 
     from t2igan.images import save_png
 
-    results = {recipe: [read_run(runs_root / run_name(recipe, seed)) for seed in seeds
-                        if (runs_root / run_name(recipe, seed) / "checkpoint.npz").exists()]
+    folders = {recipe: [runs_root / run_name(study, recipe, seed, args.overrides) for seed in seeds]
+               for recipe in recipes}  # fmt: skip
+    results = {recipe: [read_run(folder) for folder in folders[recipe] if (folder / "checkpoint.npz").exists()]
                for recipe in recipes}  # fmt: skip
     results = {recipe: runs for recipe, runs in results.items() if runs}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -153,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps(finite, indent=2))
     grids = {}
     for recipe in results:
-        samples = sorted((runs_root / run_name(recipe, seeds[0]) / "samples").glob("step_*.png"))
+        samples = sorted((folders[recipe][0] / "samples").glob("step_*.png"))
         grids[recipe] = samples[-1] if samples else None
     if any(grids.values()):
         save_png(args.out / "samples.png", side_by_side(grids))

@@ -21,8 +21,17 @@ def test_every_recipe_composes_into_a_valid_training_config(recipe):
     with hydra.initialize_config_dir(config_dir=str(study.CONFIG.parent), version_base="1.3"):
         cfg = hydra.compose("config", overrides=overrides)
     assert problems(cfg) == []
-    assert cfg.seed == 2 and cfg.trainer.run_name == f"study-{recipe}-s2"
+    assert cfg.seed == 2 and cfg.trainer.run_name == study.run_name(STUDY, recipe, 2, [])
+    assert cfg.trainer.run_name.startswith(f"study-{recipe}-") and cfg.trainer.run_name.endswith("-s2")
     assert cfg.trainer.eval_every > 0  # the table needs the judge's numbers
+
+
+def test_a_changed_recipe_gets_new_run_names():
+    changed = {**STUDY, "recipes": {**STUDY["recipes"], "seed": {
+        **STUDY["recipes"]["seed"], "overrides": [*STUDY["recipes"]["seed"]["overrides"], "trainer.steps=10"]}}}
+    assert study.run_name(changed, "seed", 0, []) != study.run_name(STUDY, "seed", 0, [])
+    assert study.run_name(STUDY, "seed", 0, ["paths.runs=/elsewhere"]) == study.run_name(STUDY, "seed", 0, [])
+    assert study.run_name(STUDY, "seed", 0, ["trainer.steps=10"]) != study.run_name(STUDY, "seed", 0, [])
 
 
 def fake_run(runs, name, accuracy, collapse=None):
@@ -41,9 +50,10 @@ def fake_run(runs, name, accuracy, collapse=None):
 
 def test_report_tabulates_mean_and_spread_over_seeds_and_counts_collapses(tmp_path):
     runs = tmp_path / "runs"
-    fake_run(runs, "study-seed-s0", 0.2, collapse="step 9: discriminator wins")
-    fake_run(runs, "study-seed-s1", 0.4)
-    fake_run(runs, "study-default-s0", 0.9)
+    fake_run(runs, study.run_name(STUDY, "seed", 0, []), 0.2, collapse="step 9: discriminator wins")
+    fake_run(runs, study.run_name(STUDY, "seed", 1, []), 0.4)
+    fake_run(runs, study.run_name(STUDY, "default", 0, []), 0.9)
+    fake_run(runs, "study-default-s1", 0.1)  # an older recipe's run: not this study's
     code = study.main(["--report-only", "--recipes", "seed", "default", "--seeds", "0", "1",
                        "--out", str(tmp_path / "out"), "--set", f"paths.runs={runs}"])  # fmt: skip
     assert code == 0
