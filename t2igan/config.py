@@ -14,8 +14,9 @@ from t2igan.gan import METRIC_NAMES
 from t2igan.augment import POLICIES
 from t2igan.data.decode import CROPS
 from t2igan.losses import LOSS_KINDS
-from t2igan.models import ARCHITECTURE_NORMS, ARCHITECTURES
-from t2igan.models.discriminator import AUGMENTATIONS, NORMS
+from t2igan.models import ARCHITECTURES
+from t2igan.models.blocks import NORMS
+from t2igan.models.discriminator import AUGMENTATIONS
 
 
 class ConfigError(UserError):
@@ -242,10 +243,6 @@ def _cross_checks(config: dict) -> list[str]:
     if model.get("text_dim") != config.get("text", {}).get("dim"):
         found.append("model.text_dim must equal text.dim")
     balance = config.get("balance", {})
-    norms = ARCHITECTURE_NORMS.get(model.get("architecture"), NORMS)
-    if balance.get("d_norm") in NORMS and balance["d_norm"] not in norms:
-        found.append(f"balance.d_norm={balance['d_norm']} does not apply to model.architecture="
-                     f"{model.get('architecture')} (it takes {', '.join(norms)})")
     penalties = [key for key in ("ma_gp_weight", "r1_gamma") if balance.get(key)]
     if penalties and balance.get("d_norm") == "batch":
         found.append(f"balance.{penalties[0]} > 0 needs per-sample gradients: use balance.d_norm="

@@ -68,9 +68,11 @@ def build_text_encoder(text_dim: int, embedding_dim: int, *, hidden: int = 512, 
     unit-length input is first scaled to unit variance per entry."""
     import keras
 
+    from t2igan.models.fusion import text_scale
+
     return keras.Sequential([
         keras.Input((text_dim,)),
-        keras.layers.Rescaling(float(text_dim) ** 0.5),
+        keras.layers.Rescaling(text_scale(text_dim)),
         keras.layers.Dense(hidden, activation="relu", kernel_initializer=keras.initializers.HeNormal(seed=seed)),
         keras.layers.Dense(embedding_dim, kernel_initializer=keras.initializers.GlorotUniform(seed=seed)),
         keras.layers.UnitNormalization(),

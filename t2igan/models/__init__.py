@@ -4,13 +4,11 @@
 "fusion" the DF-GAN-style model with text fused into every generator block.
 """
 
-from t2igan.models.discriminator import NORMS, Discriminator, build_discriminator
-from t2igan.models.fusion import FUSION_NORMS, FusionDiscriminator, build_fusion_generator
+from t2igan.models.discriminator import Discriminator, build_discriminator
+from t2igan.models.fusion import FusionDiscriminator, build_fusion_generator
 from t2igan.models.generator import build_generator
 
 ARCHITECTURES = ("stackgan", "fusion")
-# The discriminator normalisations each architecture supports.
-ARCHITECTURE_NORMS = {"stackgan": NORMS, "fusion": FUSION_NORMS}
 
 
 def make_generator(
@@ -65,7 +63,7 @@ def _known(architecture: str) -> str:
 
 
 __all__ = [
-    "ARCHITECTURES", "ARCHITECTURE_NORMS", "Discriminator", "FusionDiscriminator",
+    "ARCHITECTURES", "Discriminator", "FusionDiscriminator",
     "build_discriminator", "build_fusion_generator", "build_generator", "make_discriminator",
     "make_generator",
 ]  # fmt: skip

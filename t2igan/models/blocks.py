@@ -110,6 +110,12 @@ def spectral_if(layer, norm: str):
     return layers.SpectralNormalization(layer, name=f"{layer.name}_sn", dtype=layer.dtype_policy)
 
 
+# Discriminator normalisations (both discriminators take all three): "batch": the seed's
+# BatchNorm after every conv; "spectral": spectral normalisation of every conv and dense weight
+# instead (SN-GAN), no BatchNorm; "none": neither.
+NORMS = ("batch", "spectral", "none")
+
+
 def normalized(convolution, norm: str) -> list:
     """A discriminator conv followed by its normalisation: `[conv, BatchNorm]` for "batch" (the
     seed's D), `[spectral_if(conv)]` for "spectral" or "none"."""

@@ -4,6 +4,7 @@ import keras
 from keras import layers, ops
 
 from t2igan.models.blocks import (
+    NORMS,
     ConditioningAugmentation,
     batch_spread_channel,
     normalized,
@@ -13,9 +14,6 @@ from t2igan.models.blocks import (
 )
 
 AUGMENTATIONS = ("flip",)
-# "batch": the seed's BatchNorm after every conv; "spectral": spectral normalisation of every
-# conv and dense weight instead (SN-GAN), no BatchNorm; "none": neither.
-NORMS = ("batch", "spectral", "none")
 
 
 @keras.saving.register_keras_serializable(package="t2igan")

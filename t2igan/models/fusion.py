@@ -15,6 +15,7 @@ import keras
 from keras import layers, ops
 
 from t2igan.models.blocks import (
+    NORMS,
     BatchNorm,
     batch_spread_channel,
     normalized,
@@ -23,7 +24,6 @@ from t2igan.models.blocks import (
     spectral_if,
 )
 
-FUSION_NORMS = ("spectral", "batch", "none")
 
 
 def text_scale(text_dim: int) -> float:
@@ -151,8 +151,8 @@ class FusionDiscriminator(keras.Model):
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
-        if norm not in FUSION_NORMS:
-            raise ValueError(f"the fusion discriminator takes norm in {FUSION_NORMS}, got {norm!r}")
+        if norm not in NORMS:
+            raise ValueError(f"unknown discriminator norm {norm!r}; known: {NORMS}")
         if set(augment) - {"flip"}:
             raise ValueError(f"unknown augmentation {sorted(set(augment) - {'flip'})}; known: ['flip']")
         self.norm, self.minibatch_std = norm, minibatch_std
