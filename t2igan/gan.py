@@ -13,9 +13,9 @@ from t2igan.regularizers import LeCamAnchors, lecam_penalty, matching_aware_grad
 
 METRIC_NAMES = (
     "d/real", "d/fake", "d/wrong", "d/total",
-    "g/adv", "g/kl", "g/mode_seeking", "g/matching", "g/total",
+    "g/adv", "g/kl", "g/mode_seeking", "g/matching", "g/contrastive", "g/total",
     "d_score/real", "d_score/fake", "d_score/wrong", "d_sign/real",
-    "d/ma_gp", "d/r1", "d/lecam",
+    "d/ma_gp", "d/r1", "d/lecam", "d/contrastive",
     "grad_norm/d", "grad_norm/g",
     "balance/augment_p", "balance/d_lr",
 )  # fmt: skip
@@ -57,6 +57,9 @@ class Balance:
     mode_seeking_weight: float = 0.0
     matching_weight: float = 0.0
     matching_temperature: float = 0.1
+    contrastive_weight: float = 0.0
+    contrastive_dim: int = 256
+    contrastive_temperature: float = 0.1
 
 
 class TextToImageGAN(keras.Model):
@@ -67,7 +70,7 @@ class TextToImageGAN(keras.Model):
     mismatched term, and makes `balance.n_critic` discriminator updates followed by one
     generator update. G runs once per D update: the last D update sees the detached fakes that
     D then judges again for G's loss. Every D input -- real, fake, mismatched, in both
-    updates -- passes through `_discriminate`, the one place augmentation and instance noise
+    updates -- passes through `_encode`, the one place augmentation and instance noise
     are applied. Metrics are running means that the logging callback resets each interval.
 
     `augment_probability` and D's learning rate are variables that controllers (ADA,
@@ -140,20 +143,31 @@ class TextToImageGAN(keras.Model):
         generator = self.generator_ema if use_ema else self.generator
         return generator([noise, text_embeddings], training=False)[0]
 
-    def _discriminate(self, images, *text_embeddings):
-        """D's logits for `images` against each embedding batch; the images are augmented and
-        encoded once. The only way D is run in training, so every input is treated alike."""
+    def _encode(self, images):
+        """D's image features of `images`, augmented and noised first. The only way D sees
+        images in training, so real, fake and mismatched inputs are all treated alike."""
         images = augment_images(
             images, policy=self.balance.diffaugment, probability=self.augment_probability,
             seed_generator=self.augment_seed_generator,
         )  # fmt: skip
         images = instance_noise(images, self.balance.instance_noise, self.augment_seed_generator)
-        features = self.discriminator.encode(images, training=True)
+        return self.discriminator.encode(images, training=True)
+
+    def _judge(self, features, *text_embeddings):
+        """D's logits for encoded images against each embedding batch."""
         return [self.discriminator.judge(features, text, training=True) for text in text_embeddings]
 
     def _critic(self, images, text_embeddings):
-        (logits,) = self._discriminate(images, text_embeddings)
+        (logits,) = self._judge(self._encode(images), text_embeddings)
         return logits
+
+    def _contrastive(self, features, text_embeddings):
+        """XMC-GAN's sentence-image term through D's contrastive heads: each image's features
+        should sit nearest its own caption among the batch's (weighted)."""
+        image_vectors, text_vectors = self.discriminator.embed(features, text_embeddings)
+        return self.balance.contrastive_weight * losses.matching_loss(
+            image_vectors, text_vectors, temperature=self.balance.contrastive_temperature
+        )
 
     def train_step(self, data):
         real_images, text_embeddings = (ops.convert_to_tensor(x) for x in data)
@@ -200,8 +214,13 @@ class TextToImageGAN(keras.Model):
         """G's loss terms: fool D, the KL term, and (if on) mode seeking between the two halves
         and the frozen matcher's caption-matching term."""
         balance = self.balance
-        (fake_logits,) = self._discriminate(fake_images, fake_embeddings)
+        fake_features = self._encode(fake_images)
+        (fake_logits,) = self._judge(fake_features, fake_embeddings)
         terms = losses.generator_loss(fake_logits, mu, log_sigma, kind=balance.loss, kl_weight=balance.kl_weight)
+        terms["g/contrastive"] = ops.zeros((), "float32")
+        if balance.contrastive_weight > 0:
+            terms["g/contrastive"] = self._contrastive(fake_features, fake_embeddings)
+            terms["g/total"] += terms["g/contrastive"]
         terms["g/mode_seeking"] = ops.zeros((), "float32")
         if balance.mode_seeking_weight > 0:
             images_a, images_b = ops.split(fake_images, 2, axis=0)
@@ -231,16 +250,19 @@ class TextToImageGAN(keras.Model):
         balance = self.balance
         d_variables = self.discriminator.trainable_variables
         with tf.GradientTape() as d_tape:
-            real_logits, wrong_logits = self._discriminate(
-                real_images, text_embeddings, mismatched_embeddings
-            )
-            (fake_logits,) = self._discriminate(fake_images, fake_embeddings)
+            real_features = self._encode(real_images)
+            real_logits, wrong_logits = self._judge(real_features, text_embeddings, mismatched_embeddings)
+            (fake_logits,) = self._judge(self._encode(fake_images), fake_embeddings)
             d_terms = losses.discriminator_loss(
                 real_logits, fake_logits, wrong_logits, kind=balance.loss,
                 wrong_weight=balance.wrong_weight, real_label=balance.real_label,
             )  # fmt: skip
             d_terms.update(self._regularizers(real_images, text_embeddings, real_logits, fake_logits))
-            total = d_terms["d/total"] + d_terms["d/ma_gp"] + d_terms["d/r1"] + d_terms["d/lecam"]
+            d_terms["d/contrastive"] = ops.zeros((), "float32")
+            if balance.contrastive_weight > 0:  # D learns which caption is whose from real pairs only
+                d_terms["d/contrastive"] = self._contrastive(real_features, text_embeddings)
+            total = (d_terms["d/total"] + d_terms["d/ma_gp"] + d_terms["d/r1"] + d_terms["d/lecam"]
+                     + d_terms["d/contrastive"])
         d_grads = d_tape.gradient(total, d_variables)
         self.d_optimizer.apply(d_grads, d_variables)
         real_signs = ops.mean(ops.sign(ops.cast(real_logits, "float32")))
@@ -338,7 +360,7 @@ def build_gan(
             architecture, text_dim=text_dim, condition_dim=condition_dim, image_size=image_size,
             discriminator_channels=discriminator_channels, width=width, dropout=dropout,
             augment=tuple(augment), norm=balance.d_norm, minibatch_std=balance.minibatch_std,
-            seed=seed,
+            contrastive_dim=balance.contrastive_dim if balance.contrastive_weight > 0 else 0, seed=seed,
         ),  # fmt: skip
         noise_dim=noise_dim,
         balance=balance,

@@ -37,6 +37,7 @@ def train(cfg: DictConfig) -> float:
     from t2igan.data.datasets import load_dataset
     from t2igan.data.listing import DatasetError
     from t2igan.gan import build_gan
+    from t2igan.metrics.matcher import matcher_path
     from t2igan.runs import RunFolder, run_name
     from t2igan.sweep import active_trial
     from t2igan.text.encoder import CaptionEmbedder
@@ -55,6 +56,11 @@ def train(cfg: DictConfig) -> float:
         raise DatasetError(f"trainer.batch_size ({run['batch_size']}) exceeds the {len(splits['train'])} "
                            f"training images of data={data['name']}")  # fmt: skip
     embedder = CaptionEmbedder(**text, show_progress=run["progress"])
+    if balance["matching_weight"]:
+        # G trains against this matcher, so it defines the run too: after a matcher change
+        # (MATCHER_VERSION) the same command starts a new run instead of resuming the old one
+        # against a matcher it never saw. Recorded with the config, in MLflow and the checkpoint.
+        config["matcher"] = matcher_path(config).name
     name = run_name(config)
     folder = RunFolder(Path(config["paths"]["runs"]) / name)
     if not run["resume"]:

@@ -139,3 +139,16 @@ def test_the_fusion_model_trains_with_every_discriminator_norm_and_ma_gp(d_norm,
     logged = run_steps(gan, 2)[-1]
     assert all(math.isfinite(value) for value in logged.values()), logged
     assert (logged["d/ma_gp"] > 0) == bool(penalty)
+
+
+@pytest.mark.parametrize("architecture", ["stackgan", "fusion"])
+def test_the_contrastive_term_trains_d_heads_on_real_pairs_and_g_through_them(architecture):
+    assert tiny_gan(architecture).discriminator.contrastive is None  # no heads unless asked for
+    gan = tiny_gan(architecture, contrastive_weight=1.0, contrastive_dim=8)
+    heads = gan.discriminator.contrastive
+    before = [weight.numpy().copy() for weight in heads.weights]
+    logged = run_steps(gan, 2)[-1]
+    assert logged["d/contrastive"] > 0 and logged["g/contrastive"] > 0
+    assert logged["g/total"] > logged["g/adv"]  # G pays it
+    assert all(not np.array_equal(weight.numpy(), old) for weight, old in zip(heads.weights, before))  # D learns it
+    assert run_steps(tiny_gan(architecture), 1)[-1]["g/contrastive"] == 0.0  # off by default

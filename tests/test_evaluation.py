@@ -183,4 +183,6 @@ def test_the_default_recipe_trains_its_matcher_once_then_reuses_it(tmp_path):
 
     folders = sorted((tmp_path / "runs").iterdir())
     assert len(folders) == 2  # resume=false started the second run in a new folder
-    assert [read_header(folder / "checkpoint.npz")["step"] for folder in folders] == [4, 4]
+    headers = [read_header(folder / "checkpoint.npz") for folder in folders]
+    assert [header["step"] for header in headers] == [4, 4]
+    assert {header["config"]["matcher"] for header in headers} == {matcher.name}

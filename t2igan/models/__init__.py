@@ -43,13 +43,14 @@ def make_discriminator(
     augment: tuple[str, ...],
     norm: str,
     minibatch_std: bool,
+    contrastive_dim: int = 0,
     seed: int | None = None,
 ):
     """The discriminator of `architecture`, with `encode(images)` and `judge(features, text)`."""
     common = dict(
         text_dim=text_dim, image_size=image_size, base_channels=discriminator_channels,
         width=width, dropout=dropout, augment=tuple(augment), norm=norm,
-        minibatch_std=minibatch_std, seed=seed,
+        minibatch_std=minibatch_std, contrastive_dim=contrastive_dim, seed=seed,
     )  # fmt: skip
     if _known(architecture) == "fusion":
         return FusionDiscriminator(**common)

@@ -122,3 +122,39 @@ def normalized(convolution, norm: str) -> list:
     if norm == "batch":
         return [convolution, BatchNorm(name=f"{convolution.name}_norm")]
     return [spectral_if(convolution, norm)]
+
+
+@keras.saving.register_keras_serializable(package="t2igan")
+class ContrastiveHeads(layers.Layer):
+    """XMC-GAN's sentence-image heads on a discriminator (Zhang et al. 2021): D's image
+    features, mean-pooled, and the caption, each by one dense layer into a shared space, where
+    a batch-contrastive loss teaches D which caption belongs to which real image.
+
+    `(features (B, H, W, C), text (B, T))` -> `(image_vectors (B, dim), text_vectors (B, dim))`,
+    float32, not normalised (t2igan.losses.matching_loss compares cosines).
+    """
+
+    def __init__(self, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.dim = dim
+        self.image = layers.Dense(dim, name="image", dtype="float32")
+        self.text = layers.Dense(dim, name="text", dtype="float32")
+
+    def call(self, features, text):
+        pooled = ops.mean(ops.cast(features, "float32"), axis=(1, 2))
+        return self.image(pooled), self.text(ops.cast(text, "float32"))
+
+    def compute_output_shape(self, features_shape, text_shape):
+        return (features_shape[0], self.dim), (text_shape[0], self.dim)
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim}
+
+
+def build_with_heads(discriminator, image_size: int, text_dim: int) -> None:
+    """Create every weight of a discriminator (and its contrastive heads, if any) now, so
+    parameter counts and checkpoints need no data."""
+    images, text = ops.zeros((1, image_size, image_size, 3)), ops.zeros((1, text_dim))
+    if discriminator.contrastive is not None:  # first: the call below marks D built
+        discriminator.embed(discriminator.encode(images), text)
+    discriminator((images, text))

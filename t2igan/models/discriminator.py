@@ -6,7 +6,9 @@ from keras import layers, ops
 from t2igan.models.blocks import (
     NORMS,
     ConditioningAugmentation,
+    ContrastiveHeads,
     batch_spread_channel,
+    build_with_heads,
     normalized,
     pyramid_levels,
     scaled_channels,
@@ -31,6 +33,7 @@ class Discriminator(keras.Model):
     G's samples noise); "spectral" is SN-GAN's remedy.
     `minibatch_std` adds ProGAN's batch-spread channel to the joint head (one more input
     channel there), which penalises a generator that collapses to one image.
+    `contrastive_dim` > 0 adds `ContrastiveHeads` of that width (`embed`); 0 means none.
     """
 
     def __init__(
@@ -45,6 +48,7 @@ class Discriminator(keras.Model):
         augment: tuple[str, ...] = ("flip",),
         norm: str = "batch",
         minibatch_std: bool = False,
+        contrastive_dim: int = 0,
         seed: int | None = None,
         name: str = "discriminator",
         **kwargs,
@@ -97,8 +101,9 @@ class Discriminator(keras.Model):
             ],
             name="joint",
         )
+        self.contrastive = ContrastiveHeads(contrastive_dim, name="contrastive") if contrastive_dim else None
         # Create every weight now, so parameter counts and checkpoints need no data.
-        self((ops.zeros((1, image_size, image_size, 3)), ops.zeros((1, text_dim))))
+        build_with_heads(self, image_size, text_dim)
 
     def encode(self, images, training=None):
         """(B, S, S, 3) in [-1, 1] -> image features (B, 4, 4, C)."""
@@ -112,6 +117,10 @@ class Discriminator(keras.Model):
         if self.minibatch_std:
             joined.append(batch_spread_channel(features))
         return self.joint(ops.concatenate(joined, axis=-1), training=training)
+
+    def embed(self, features, text_embeddings):
+        """Image features and (B, text_dim) embeddings -> the contrastive heads' (B, dim) pair."""
+        return self.contrastive(features, text_embeddings * self.text_input_scale)
 
     def call(self, inputs, training=None):
         images, text_embeddings = inputs

@@ -17,7 +17,9 @@ from keras import layers, ops
 from t2igan.models.blocks import (
     NORMS,
     BatchNorm,
+    ContrastiveHeads,
     batch_spread_channel,
+    build_with_heads,
     normalized,
     pyramid_levels,
     scaled_channels,
@@ -146,6 +148,7 @@ class FusionDiscriminator(keras.Model):
         augment: tuple[str, ...] = ("flip",),
         norm: str = "spectral",
         minibatch_std: bool = False,
+        contrastive_dim: int = 0,
         seed: int | None = None,
         name: str = "discriminator",
         **kwargs,
@@ -187,7 +190,8 @@ class FusionDiscriminator(keras.Model):
         self.projection = spectral_if(
             layers.Dense(feature_channels, use_bias=False, name="projection", dtype="float32"), self.norm
         )
-        self((ops.zeros((1, image_size, image_size, 3)), ops.zeros((1, text_dim))))
+        self.contrastive = ContrastiveHeads(contrastive_dim, name="contrastive") if contrastive_dim else None
+        build_with_heads(self, image_size, text_dim)
 
     def _down_block(self, x, out_channels: int, name: str):
         residual = layers.LeakyReLU(0.2)(x)
@@ -223,6 +227,10 @@ class FusionDiscriminator(keras.Model):
         pooled = ops.sum(ops.cast(features, "float32"), axis=(1, 2))
         projected = self.projection(ops.cast(text, "float32"), training=training)
         return joint + ops.sum(pooled * projected, axis=-1, keepdims=True)
+
+    def embed(self, features, text_embeddings):
+        """Image features and (B, text_dim) embeddings -> the contrastive heads' (B, dim) pair."""
+        return self.contrastive(features, text_embeddings * self.text_input_scale)
 
     def call(self, inputs, training=None):
         images, text_embeddings = inputs
