@@ -152,7 +152,7 @@ SCHEMA: dict[str, dict[str, Callable]] = {
         "ada_kimg": _number(0.0, 1e6, low_open=True), "auto_balance": _boolean,
         "mode_seeking_weight": NON_NEGATIVE, "matching_weight": NON_NEGATIVE,
         "matching_temperature": _number(0.0, 10.0, low_open=True), "ada_interval": POSITIVE,
-        "contrastive_weight": NON_NEGATIVE, "contrastive_dim": POSITIVE,
+        "matching_augment": _policies, "contrastive_weight": NON_NEGATIVE, "contrastive_dim": POSITIVE,
         "contrastive_temperature": _number(0.0, 10.0, low_open=True),
         "auto_target_gap": _number(-1.0, 1.0), "auto_band": _number(0.0, 1.0),
         "auto_factor": _number(1.0, 10.0, low_open=True), "auto_range": _number(1.0, 1e3),

@@ -57,6 +57,7 @@ class Balance:
     mode_seeking_weight: float = 0.0
     matching_weight: float = 0.0
     matching_temperature: float = 0.1
+    matching_augment: tuple[str, ...] = ()
     contrastive_weight: float = 0.0
     contrastive_dim: int = 256
     contrastive_temperature: float = 0.1
@@ -229,7 +230,11 @@ class TextToImageGAN(keras.Model):
             terms["g/total"] += balance.mode_seeking_weight * terms["g/mode_seeking"]
         terms["g/matching"] = ops.zeros((), "float32")
         if balance.matching_weight > 0:
-            image_embeddings = self.matcher.images(fake_images, training=False)
+            # Augmented (if asked) so that G cannot satisfy the frozen matcher with a fixed
+            # pattern at a fixed place instead of the caption's attributes.
+            matched_images = augment_images(fake_images, policy=balance.matching_augment, probability=1.0,
+                                            seed_generator=self.augment_seed_generator)  # fmt: skip
+            image_embeddings = self.matcher.images(matched_images, training=False)
             caption_embeddings = self.matcher.texts(fake_embeddings, training=False)
             terms["g/matching"] = losses.matching_loss(image_embeddings, caption_embeddings,
                                                        temperature=balance.matching_temperature)
@@ -346,7 +351,8 @@ def build_gan(
     unknown = set(balance) - {field.name for field in fields(Balance)}
     if unknown:
         raise TypeError(f"unknown balance options {sorted(unknown)}")
-    balance = Balance(**{**balance, "diffaugment": tuple(balance.get("diffaugment", ()))})
+    balance = Balance(**{**balance, "diffaugment": tuple(balance.get("diffaugment", ())),
+                         "matching_augment": tuple(balance.get("matching_augment", ()))})  # fmt: skip
     from t2igan.models import make_discriminator, make_generator
 
     generator_args = dict(
