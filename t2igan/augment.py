@@ -167,3 +167,27 @@ def _cutout(images, seed_generator):
         ops.reshape(rows, (-1, height, 1, 1)), ops.reshape(columns, (-1, 1, width, 1))
     )
     return ops.where(square, 0.0, images)
+
+
+@keras.saving.register_keras_serializable(package="t2igan")
+class TrainingAugmentation(keras.layers.Layer):
+    """`augment_images` with `policy`, every operation on every image, when called with
+    training=True; the identity otherwise. A model's own augmentation: the matcher trains
+    behind it, so that it reads attributes wherever they are drawn (balance.matching_augment
+    then shows it G's images the same way)."""
+
+    def __init__(self, policy: tuple[str, ...] = (), seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.policy, self.seed = tuple(policy), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=None):
+        if not training or not self.policy:
+            return images
+        return augment_images(images, policy=self.policy, probability=1.0, seed_generator=self.seed_generator)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "policy": list(self.policy), "seed": self.seed}

@@ -172,7 +172,8 @@ SCHEMA: dict[str, dict[str, Callable]] = {
         "download": _boolean, "keras_model": _optional_text, "matcher_epochs": POSITIVE,
         "matcher_batch_size": _integer(2), "matcher_width": POSITIVE, "matcher_text_hidden": POSITIVE,
         "matcher_embedding_dim": POSITIVE, "matcher_learning_rate": LEARNING_RATE,
-        "matcher_temperature": _number(0.0, 10.0, low_open=True), "batch_size": POSITIVE, "cache_dir": _text,
+        "matcher_temperature": _number(0.0, 10.0, low_open=True), "matcher_augment": _policies,
+        "batch_size": POSITIVE, "cache_dir": _text,
     },
     "tracking": {
         "enabled": _boolean, "uri": _optional_text, "experiment": _text, "log_checkpoint": _boolean,

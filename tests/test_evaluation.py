@@ -121,7 +121,7 @@ def test_a_metric_suite_scores_a_generator_against_real_images(tmp_path, stand_i
 def test_a_saved_matcher_loads_as_two_frozen_towers_in_one_space(tmp_path):
     from t2igan.metrics.matcher import build_matcher, encode, encode_texts, load_matcher
 
-    model = build_matcher(32, 12, embedding_dim=8, width=4)
+    model = build_matcher(32, 12, embedding_dim=8, width=4, augment=("translation",))
     model.save(tmp_path / "matcher.keras")
     matcher = load_matcher(tmp_path / "matcher.keras")
     images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
@@ -133,6 +133,11 @@ def test_a_saved_matcher_loads_as_two_frozen_towers_in_one_space(tmp_path):
     np.testing.assert_allclose(text_vectors, pair[:, 8:], atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(text_vectors, axis=1), 1.0, atol=1e-5)
     assert not matcher.images.trainable and not matcher.texts.trainable
+    # The augmentation is the matcher's training-time view only: the towers never see it.
+    augment, floats = matcher.model.get_layer("augment"), images.astype(np.float32) / 127.5 - 1.0
+    assert augment.policy == ("translation",)  # saved with the matcher
+    np.testing.assert_array_equal(np.asarray(augment(floats, training=False)), floats)
+    assert not np.array_equal(np.asarray(augment(floats, training=True)), floats)
 
 
 def run_module(root: Path, module: str, *arguments: str) -> subprocess.CompletedProcess:

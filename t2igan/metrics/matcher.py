@@ -80,17 +80,21 @@ def build_text_encoder(text_dim: int, embedding_dim: int, *, hidden: int = 512, 
 
 
 def build_matcher(image_size: int, text_dim: int, *, embedding_dim: int = 256, width: int = 32,
-                  text_hidden: int = 512, seed: int = 0):
+                  text_hidden: int = 512, augment: tuple[str, ...] = (), seed: int = 0):
     """The matcher as one Keras model (saved as one file): `[images (B, S, S, 3) in [-1, 1],
     sentence embeddings (B, text_dim)]` -> (B, 2 * embedding_dim), the image tower's unit
-    vector next to the text tower's. `Matcher` splits it into its towers."""
+    vector next to the text tower's. `Matcher` splits it into its towers. `augment`: DiffAugment
+    policies applied to the images in training only (none for an empty tuple)."""
     import keras
+
+    from t2igan.augment import TrainingAugmentation
 
     image_encoder = build_image_encoder(image_size, embedding_dim, width=width, seed=seed)
     text_encoder = build_text_encoder(text_dim, embedding_dim, hidden=text_hidden, seed=seed)
     images = keras.Input((image_size, image_size, 3), name="images")
     texts = keras.Input((text_dim,), name="text_embeddings")
-    pair = keras.layers.Concatenate(name="pair")([image_encoder(images), text_encoder(texts)])
+    augmented = TrainingAugmentation(augment, seed=seed, name="augment")(images)
+    pair = keras.layers.Concatenate(name="pair")([image_encoder(augmented), text_encoder(texts)])
     return keras.Model([images, texts], pair, name="matcher")
 
 
@@ -119,7 +123,7 @@ def contrastive_loss(pair, *, temperature: float):
 
 def train_matcher(images: np.ndarray, caption_embeddings: np.ndarray, *, epochs: int, batch_size: int,
                   width: int, text_hidden: int, embedding_dim: int, learning_rate: float, temperature: float,
-                  seed: int = 0, progress: bool = True):  # fmt: skip
+                  augment: tuple[str, ...] = (), seed: int = 0, progress: bool = True):  # fmt: skip
     """Train a matcher on (N, S, S, 3) uint8 images and (N, C, T) caption embeddings (a random
     one of each image's C captions per step), contrastively at `temperature` with Adam at
     `learning_rate`; the towers as `build_matcher`. Returns (the `build_matcher` model, seconds)."""
@@ -129,7 +133,7 @@ def train_matcher(images: np.ndarray, caption_embeddings: np.ndarray, *, epochs:
 
     keras.utils.set_random_seed(seed)
     model = build_matcher(images.shape[1], caption_embeddings.shape[2], embedding_dim=embedding_dim,
-                          width=width, text_hidden=text_hidden, seed=seed)  # fmt: skip
+                          width=width, text_hidden=text_hidden, augment=augment, seed=seed)  # fmt: skip
     # The loss reads only the prediction; the captions' embeddings are already an input.
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss=lambda _, pair: contrastive_loss(pair, temperature=temperature))  # fmt: skip
@@ -143,6 +147,8 @@ def train_matcher(images: np.ndarray, caption_embeddings: np.ndarray, *, epochs:
 
 def load_matcher(path: str | Path) -> Matcher:
     import keras
+
+    import t2igan.augment  # noqa: F401  (registers the layers a saved matcher holds)
 
     path = Path(path)
     if not path.exists():
