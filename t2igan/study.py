@@ -29,13 +29,26 @@ CONFIG = Path(__file__).resolve().parent.parent / "conf" / "study.yaml"
 
 
 def run_name(study: dict, recipe: str, seed: int, extra: list[str]) -> str:
-    """`study-<recipe>-<hash>-s<seed>`: the hash covers everything that shapes the run (common
-    and recipe overrides, `--set` overrides other than paths), so editing a recipe starts new
-    runs instead of resuming or tabulating the old recipe's."""
+    """`study-<recipe>-<hash>-s<seed>`: the hash covers everything that shapes the run -- the
+    common and recipe overrides, `--set` overrides other than paths, and the training config
+    they compose to -- so editing a recipe or a preset it uses (conf/balance/matching.yaml, say)
+    starts new runs instead of resuming or tabulating the old recipe's."""
     shaping = [*study["common"], *study["recipes"][recipe]["overrides"],
                *(override for override in extra if not override.startswith("paths."))]  # fmt: skip
-    digest = hashlib.sha1(json.dumps(shaping).encode()).hexdigest()[:6]
+    digest = hashlib.sha1(json.dumps([shaping, _composed_name(shaping)]).encode()).hexdigest()[:6]
     return f"study-{recipe}-{digest}-s{seed}"
+
+
+def _composed_name(overrides: list[str]) -> str:
+    """The default run name (a hash of the run-defining config) of the config `overrides` compose."""
+    import hydra
+    from omegaconf import OmegaConf
+
+    from t2igan.runs import run_name as config_run_name
+
+    with hydra.initialize_config_dir(config_dir=str(CONFIG.parent), version_base="1.3"):
+        cfg = hydra.compose("config", overrides=overrides)
+    return config_run_name(OmegaConf.to_container(cfg, resolve=True))
 
 
 def train_command(study: dict, recipe: str, seed: int, extra: list[str]) -> list[str]:

@@ -1,6 +1,7 @@
 """The convergence study: its run commands compose, and its table reads what the runs left."""
 
 import json
+import shutil
 
 import hydra
 import numpy as np
@@ -32,6 +33,17 @@ def test_a_changed_recipe_gets_new_run_names():
     assert study.run_name(changed, "seed", 0, []) != study.run_name(STUDY, "seed", 0, [])
     assert study.run_name(STUDY, "seed", 0, ["paths.runs=/elsewhere"]) == study.run_name(STUDY, "seed", 0, [])
     assert study.run_name(STUDY, "seed", 0, ["trainer.steps=10"]) != study.run_name(STUDY, "seed", 0, [])
+
+
+def test_an_edited_preset_gets_new_run_names(tmp_path, monkeypatch):
+    # The recipe's overrides are unchanged; the balance preset it names is not.
+    conf = tmp_path / "conf"
+    shutil.copytree(study.CONFIG.parent, conf)
+    monkeypatch.setattr(study, "CONFIG", conf / "study.yaml")
+    before = study.run_name(STUDY, "seed", 0, [])
+    preset = conf / "balance" / "seed.yaml"
+    preset.write_text(preset.read_text().replace("name: seed", "name: seed\n  wrong_weight: 0.25"))
+    assert study.run_name(STUDY, "seed", 0, []) != before
 
 
 def fake_run(runs, name, accuracy, collapse=None):
