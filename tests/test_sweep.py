@@ -242,7 +242,10 @@ def test_an_interrupted_sweep_resumes_its_trial_and_does_not_repeat_finished_one
     for line in first.stdout:  # wait for trial 0 to finish, then interrupt trial 1
         if line.startswith("[trial 0]"):
             break
-    time.sleep(3)  # trial 1 takes longer than this
+    # Interrupt trial 1 once it is training (it has checkpointed), however slow the machine.
+    deadline = time.monotonic() + 300
+    while len(list((tmp_path / "runs").glob("*/checkpoint.npz"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
     first.send_signal(signal.SIGINT)
     first.communicate(timeout=300)
     interrupted = [t for t in load_study(tmp_path, "t2igan-stop").trials if t.user_attrs.get("interrupted")]
