@@ -212,8 +212,8 @@ class TextToImageGAN(keras.Model):
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
     def _generator_terms(self, fake_images, fake_embeddings, noise, mu, log_sigma) -> dict:
-        """G's loss terms: fool D, the KL term, and (if on) mode seeking between the two halves
-        and the frozen matcher's caption-matching term."""
+        """G's loss terms: fool D, the KL term, and (if on) mode seeking between the two halves,
+        the caption-matching term through D's contrastive heads and the frozen matcher's."""
         balance = self.balance
         fake_features = self._encode(fake_images)
         (fake_logits,) = self._judge(fake_features, fake_embeddings)
