@@ -165,7 +165,7 @@ class TextToImageGAN(keras.Model):
     def _contrastive(self, features, text_embeddings):
         """XMC-GAN's sentence-image term through D's contrastive heads: each image's features
         should sit nearest its own caption among the batch's (weighted)."""
-        image_vectors, text_vectors = self.discriminator.embed(features, text_embeddings)
+        image_vectors, text_vectors = self.discriminator.contrastive(features, text_embeddings)
         return self.balance.contrastive_weight * losses.matching_loss(
             image_vectors, text_vectors, temperature=self.balance.contrastive_temperature
         )

@@ -39,16 +39,21 @@ def run_name(study: dict, recipe: str, seed: int, extra: list[str]) -> str:
     return f"study-{recipe}-{digest}-s{seed}"
 
 
+def _compose(overrides: list[str]):
+    """The training config (conf/config.yaml beside the study's config) with `overrides`."""
+    import hydra
+
+    with hydra.initialize_config_dir(config_dir=str(CONFIG.parent), version_base="1.3"):
+        return hydra.compose("config", overrides=overrides)
+
+
 def _composed_name(overrides: list[str]) -> str:
     """The default run name (a hash of the run-defining config) of the config `overrides` compose."""
-    import hydra
     from omegaconf import OmegaConf
 
     from t2igan.runs import run_name as config_run_name
 
-    with hydra.initialize_config_dir(config_dir=str(CONFIG.parent), version_base="1.3"):
-        cfg = hydra.compose("config", overrides=overrides)
-    return config_run_name(OmegaConf.to_container(cfg, resolve=True))
+    return config_run_name(OmegaConf.to_container(_compose(overrides), resolve=True))
 
 
 def train_command(study: dict, recipe: str, seed: int, extra: list[str]) -> list[str]:
@@ -62,11 +67,7 @@ def train_command(study: dict, recipe: str, seed: int, extra: list[str]) -> list
 def runs_folder(study: dict, extra: list[str]) -> Path:
     """Where the study's runs go: `paths.runs` of the composed training config (which follows
     T2IGAN_ROOT and any `paths.*` override), as an absolute path."""
-    import hydra
-
-    with hydra.initialize_config_dir(config_dir=str(CONFIG.parent), version_base="1.3"):
-        cfg = hydra.compose("config", overrides=[*study["common"], *extra])
-    return Path(cfg.paths.runs).resolve()
+    return Path(_compose([*study["common"], *extra]).paths.runs).resolve()
 
 
 def read_run(folder: Path) -> dict:

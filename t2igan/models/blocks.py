@@ -131,24 +131,25 @@ class ContrastiveHeads(layers.Layer):
     a batch-contrastive loss teaches D which caption belongs to which real image.
 
     `(features (B, H, W, C), text (B, T))` -> `(image_vectors (B, dim), text_vectors (B, dim))`,
-    float32, not normalised (t2igan.losses.matching_loss compares cosines).
+    float32, not normalised (t2igan.losses.matching_loss compares cosines). The text is first
+    multiplied by `text_scale`, as the discriminator's own text input is (`text_input_scale`).
     """
 
-    def __init__(self, dim: int, **kwargs):
+    def __init__(self, dim: int, *, text_scale: float = 1.0, **kwargs):
         super().__init__(**kwargs)
-        self.dim = dim
+        self.dim, self.text_scale = dim, text_scale
         self.image = layers.Dense(dim, name="image", dtype="float32")
         self.text = layers.Dense(dim, name="text", dtype="float32")
 
     def call(self, features, text):
         pooled = ops.mean(ops.cast(features, "float32"), axis=(1, 2))
-        return self.image(pooled), self.text(ops.cast(text, "float32"))
+        return self.image(pooled), self.text(ops.cast(text, "float32") * self.text_scale)
 
     def compute_output_shape(self, features_shape, text_shape):
         return (features_shape[0], self.dim), (text_shape[0], self.dim)
 
     def get_config(self):
-        return {**super().get_config(), "dim": self.dim}
+        return {**super().get_config(), "dim": self.dim, "text_scale": self.text_scale}
 
 
 def build_with_heads(discriminator, image_size: int, text_dim: int) -> None:
@@ -156,5 +157,5 @@ def build_with_heads(discriminator, image_size: int, text_dim: int) -> None:
     parameter counts and checkpoints need no data."""
     images, text = ops.zeros((1, image_size, image_size, 3)), ops.zeros((1, text_dim))
     if discriminator.contrastive is not None:  # first: the call below marks D built
-        discriminator.embed(discriminator.encode(images), text)
+        discriminator.contrastive(discriminator.encode(images), text)
     discriminator((images, text))

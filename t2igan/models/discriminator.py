@@ -33,7 +33,7 @@ class Discriminator(keras.Model):
     G's samples noise); "spectral" is SN-GAN's remedy.
     `minibatch_std` adds ProGAN's batch-spread channel to the joint head (one more input
     channel there), which penalises a generator that collapses to one image.
-    `contrastive_dim` > 0 adds `ContrastiveHeads` of that width (`embed`); 0 means none.
+    `contrastive_dim` > 0 adds `ContrastiveHeads` of that width (`contrastive`); 0 means none.
     """
 
     def __init__(
@@ -101,7 +101,8 @@ class Discriminator(keras.Model):
             ],
             name="joint",
         )
-        self.contrastive = ContrastiveHeads(contrastive_dim, name="contrastive") if contrastive_dim else None
+        self.contrastive = (ContrastiveHeads(contrastive_dim, text_scale=self.text_input_scale, name="contrastive")
+                            if contrastive_dim else None)
         # Create every weight now, so parameter counts and checkpoints need no data.
         build_with_heads(self, image_size, text_dim)
 
@@ -117,10 +118,6 @@ class Discriminator(keras.Model):
         if self.minibatch_std:
             joined.append(batch_spread_channel(features))
         return self.joint(ops.concatenate(joined, axis=-1), training=training)
-
-    def embed(self, features, text_embeddings):
-        """Image features and (B, text_dim) embeddings -> the contrastive heads' (B, dim) pair."""
-        return self.contrastive(features, text_embeddings * self.text_input_scale)
 
     def call(self, inputs, training=None):
         images, text_embeddings = inputs

@@ -27,7 +27,6 @@ from t2igan.models.blocks import (
 )
 
 
-
 def text_scale(text_dim: int) -> float:
     """Sentence encoders such as all-MiniLM-L6-v2 return unit-length vectors, whose entries
     (~1/sqrt(T)) would be drowned by N(0, 1) noise next to them; scaled by sqrt(T) each entry
@@ -134,7 +133,8 @@ class FusionDiscriminator(keras.Model):
     (BatchNorm after every conv, as the seed's discriminator; the presets built on StackGAN's
     objective use it) or "none";
     `minibatch_std` adds ProGAN's batch-spread channel to the joint head. `augment` is only
-    "flip" (horizontal) or nothing, as in the StackGAN discriminator.
+    "flip" (horizontal) or nothing, as in the StackGAN discriminator. `contrastive_dim` > 0 adds
+    `ContrastiveHeads` of that width (`contrastive`); 0 means none.
     """
 
     def __init__(
@@ -190,7 +190,8 @@ class FusionDiscriminator(keras.Model):
         self.projection = spectral_if(
             layers.Dense(feature_channels, use_bias=False, name="projection", dtype="float32"), self.norm
         )
-        self.contrastive = ContrastiveHeads(contrastive_dim, name="contrastive") if contrastive_dim else None
+        self.contrastive = (ContrastiveHeads(contrastive_dim, text_scale=self.text_input_scale, name="contrastive")
+                            if contrastive_dim else None)
         build_with_heads(self, image_size, text_dim)
 
     def _down_block(self, x, out_channels: int, name: str):
@@ -227,10 +228,6 @@ class FusionDiscriminator(keras.Model):
         pooled = ops.sum(ops.cast(features, "float32"), axis=(1, 2))
         projected = self.projection(ops.cast(text, "float32"), training=training)
         return joint + ops.sum(pooled * projected, axis=-1, keepdims=True)
-
-    def embed(self, features, text_embeddings):
-        """Image features and (B, text_dim) embeddings -> the contrastive heads' (B, dim) pair."""
-        return self.contrastive(features, text_embeddings * self.text_input_scale)
 
     def call(self, inputs, training=None):
         images, text_embeddings = inputs
