@@ -14,6 +14,7 @@ from t2igan.gan import METRIC_NAMES
 from t2igan.augment import POLICIES
 from t2igan.data.decode import CROPS
 from t2igan.losses import LOSS_KINDS
+from t2igan.metrics.matcher import POOLS
 from t2igan.models import ARCHITECTURES
 from t2igan.models.blocks import NORMS
 from t2igan.models.discriminator import AUGMENTATIONS
@@ -173,7 +174,7 @@ SCHEMA: dict[str, dict[str, Callable]] = {
         "matcher_batch_size": _integer(2), "matcher_width": POSITIVE, "matcher_text_hidden": POSITIVE,
         "matcher_embedding_dim": POSITIVE, "matcher_learning_rate": LEARNING_RATE,
         "matcher_temperature": _number(0.0, 10.0, low_open=True), "matcher_augment": _policies,
-        "batch_size": POSITIVE, "cache_dir": _text,
+        "matcher_pool": _choice(*POOLS), "batch_size": POSITIVE, "cache_dir": _text,
     },
     "tracking": {
         "enabled": _boolean, "uri": _optional_text, "experiment": _text, "log_checkpoint": _boolean,

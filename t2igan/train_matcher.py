@@ -48,7 +48,7 @@ def train_and_save_matcher(config: dict, splits: dict, embedder, *, progress: bo
         images, embeddings, epochs=metrics["matcher_epochs"], batch_size=batch_size,
         width=metrics["matcher_width"], text_hidden=metrics["matcher_text_hidden"],
         embedding_dim=metrics["matcher_embedding_dim"], learning_rate=metrics["matcher_learning_rate"],
-        temperature=metrics["matcher_temperature"], augment=tuple(metrics["matcher_augment"]),
+        temperature=metrics["matcher_temperature"], pool=metrics["matcher_pool"], augment=tuple(metrics["matcher_augment"]),
         seed=config["seed"], progress=progress,
     )  # fmt: skip
     path = matcher_path(config)

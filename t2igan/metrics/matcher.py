@@ -41,9 +41,15 @@ def matcher_path(config: dict) -> Path:
     return Path(metrics["cache_dir"]) / "matcher" / f"{config['data']['name']}-{key}.keras"
 
 
-def build_image_encoder(image_size: int, embedding_dim: int, *, width: int = 32, seed: int = 0):
-    """(B, S, S, 3) images in [-1, 1] -> (B, embedding_dim) unit vectors: a small CNN. Float
-    input, so G's images can be scored differentiably (balance.matching_weight)."""
+POOLS = ("average", "flatten")
+
+
+def build_image_encoder(image_size: int, embedding_dim: int, *, width: int = 32, pool: str = "flatten",
+                        seed: int = 0):
+    """(B, S, S, 3) images in [-1, 1] -> (B, embedding_dim) unit vectors: a small CNN down to
+    4x4, then `pool`: "flatten" keeps where each feature is (which part is which colour),
+    "average" pools it away. Float input, so G's images can be scored differentiably
+    (balance.matching_weight)."""
     import keras
 
     initializer = keras.initializers.HeNormal(seed=seed)
@@ -55,7 +61,9 @@ def build_image_encoder(image_size: int, embedding_dim: int, *, width: int = 32,
         x = keras.layers.BatchNormalization()(x)
         x = keras.layers.LeakyReLU(0.2)(x)
         channels = min(channels * 2, 8 * width)
-    x = keras.layers.GlobalAveragePooling2D()(x)
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+    x = keras.layers.Flatten()(x) if pool == "flatten" else keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Dense(embedding_dim, kernel_initializer=keras.initializers.GlorotUniform(seed=seed))(x)
     outputs = keras.layers.UnitNormalization()(x)
     return keras.Model(images, outputs, name="image_encoder")
@@ -80,7 +88,7 @@ def build_text_encoder(text_dim: int, embedding_dim: int, *, hidden: int = 512, 
 
 
 def build_matcher(image_size: int, text_dim: int, *, embedding_dim: int = 256, width: int = 32,
-                  text_hidden: int = 512, augment: tuple[str, ...] = (), seed: int = 0):
+                  text_hidden: int = 512, pool: str = "flatten", augment: tuple[str, ...] = (), seed: int = 0):
     """The matcher as one Keras model (saved as one file): `[images (B, S, S, 3) in [-1, 1],
     sentence embeddings (B, text_dim)]` -> (B, 2 * embedding_dim), the image tower's unit
     vector next to the text tower's. `Matcher` splits it into its towers. `augment`: DiffAugment
@@ -89,7 +97,7 @@ def build_matcher(image_size: int, text_dim: int, *, embedding_dim: int = 256, w
 
     from t2igan.augment import TrainingAugmentation
 
-    image_encoder = build_image_encoder(image_size, embedding_dim, width=width, seed=seed)
+    image_encoder = build_image_encoder(image_size, embedding_dim, width=width, pool=pool, seed=seed)
     text_encoder = build_text_encoder(text_dim, embedding_dim, hidden=text_hidden, seed=seed)
     images = keras.Input((image_size, image_size, 3), name="images")
     texts = keras.Input((text_dim,), name="text_embeddings")
@@ -123,7 +131,8 @@ def contrastive_loss(pair, *, temperature: float):
 
 def train_matcher(images: np.ndarray, caption_embeddings: np.ndarray, *, epochs: int, batch_size: int,
                   width: int, text_hidden: int, embedding_dim: int, learning_rate: float, temperature: float,
-                  augment: tuple[str, ...] = (), seed: int = 0, progress: bool = True):  # fmt: skip
+                  pool: str = "flatten", augment: tuple[str, ...] = (), seed: int = 0,
+                  progress: bool = True):  # fmt: skip
     """Train a matcher on (N, S, S, 3) uint8 images and (N, C, T) caption embeddings (a random
     one of each image's C captions per step), contrastively at `temperature` with Adam at
     `learning_rate`; the towers as `build_matcher`. Returns (the `build_matcher` model, seconds)."""
@@ -133,7 +142,7 @@ def train_matcher(images: np.ndarray, caption_embeddings: np.ndarray, *, epochs:
 
     keras.utils.set_random_seed(seed)
     model = build_matcher(images.shape[1], caption_embeddings.shape[2], embedding_dim=embedding_dim,
-                          width=width, text_hidden=text_hidden, augment=augment, seed=seed)  # fmt: skip
+                          width=width, text_hidden=text_hidden, pool=pool, augment=augment, seed=seed)  # fmt: skip
     # The loss reads only the prediction; the captions' embeddings are already an input.
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss=lambda _, pair: contrastive_loss(pair, temperature=temperature))  # fmt: skip
