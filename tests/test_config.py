@@ -139,6 +139,7 @@ def test_model_balance_and_optim_options_build_a_gan(compose, group, option):
         (["balance.loss=wasserstein"], "balance.loss"),
         (["trainer.precision=float8"], "trainer.precision"),
         (["trainer.objective=g/totl"], "trainer.objective"),
+        (["metrics.matcher_pool=max"], "metrics.matcher_pool"),
     ],
     ids=lambda value: value[0] if isinstance(value, list) else None,
 )

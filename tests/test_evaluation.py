@@ -140,6 +140,19 @@ def test_a_saved_matcher_loads_as_two_frozen_towers_in_one_space(tmp_path):
     assert not np.array_equal(np.asarray(augment(floats, training=True)), floats)
 
 
+@pytest.mark.parametrize("pool", ["average", "flatten"])
+def test_the_image_tower_pools_its_last_map_as_asked(pool):
+    from t2igan.metrics.matcher import build_image_encoder
+
+    tower = build_image_encoder(32, 8, width=4, pool=pool)
+    # width 4 doubles to 16 channels by the 4x4 map: flattened, the projection sees 16 cells of them.
+    assert tower.layers[-2].kernel.shape == ((4 * 4 * 16 if pool == "flatten" else 16), 8)
+    vectors = np.asarray(tower(np.random.default_rng(0).uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32)))
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="pool must be one of"):
+        build_image_encoder(32, 8, width=4, pool="max")
+
+
 def run_module(root: Path, module: str, *arguments: str) -> subprocess.CompletedProcess:
     environment = {"T2IGAN_ROOT": str(root), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
     result = subprocess.run([sys.executable, "-m", module, *arguments], cwd=REPO, env=environment,
