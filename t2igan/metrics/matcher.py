@@ -44,11 +44,11 @@ def matcher_path(config: dict) -> Path:
 POOLS = ("average", "flatten")
 
 
-def build_image_encoder(image_size: int, embedding_dim: int, *, width: int = 32, pool: str = "flatten",
+def build_image_encoder(image_size: int, embedding_dim: int, *, width: int = 32, pool: str = "average",
                         seed: int = 0):
     """(B, S, S, 3) images in [-1, 1] -> (B, embedding_dim) unit vectors: a small CNN down to
-    4x4, then `pool`: "flatten" keeps where each feature is (which part is which colour),
-    "average" pools it away. Float input, so G's images can be scored differentiably
+    4x4, then `pool`: "average" pools position away, "flatten" keeps where each feature is
+    (which part is which colour). Float input, so G's images can be scored differentiably
     (balance.matching_weight)."""
     import keras
 
@@ -88,7 +88,7 @@ def build_text_encoder(text_dim: int, embedding_dim: int, *, hidden: int = 512, 
 
 
 def build_matcher(image_size: int, text_dim: int, *, embedding_dim: int = 256, width: int = 32,
-                  text_hidden: int = 512, pool: str = "flatten", augment: tuple[str, ...] = (), seed: int = 0):
+                  text_hidden: int = 512, pool: str = "average", augment: tuple[str, ...] = (), seed: int = 0):
     """The matcher as one Keras model (saved as one file): `[images (B, S, S, 3) in [-1, 1],
     sentence embeddings (B, text_dim)]` -> (B, 2 * embedding_dim), the image tower's unit
     vector next to the text tower's. `Matcher` splits it into its towers. `augment`: DiffAugment
@@ -131,7 +131,7 @@ def contrastive_loss(pair, *, temperature: float):
 
 def train_matcher(images: np.ndarray, caption_embeddings: np.ndarray, *, epochs: int, batch_size: int,
                   width: int, text_hidden: int, embedding_dim: int, learning_rate: float, temperature: float,
-                  pool: str = "flatten", augment: tuple[str, ...] = (), seed: int = 0,
+                  pool: str = "average", augment: tuple[str, ...] = (), seed: int = 0,
                   progress: bool = True):  # fmt: skip
     """Train a matcher on (N, S, S, 3) uint8 images and (N, C, T) caption embeddings (a random
     one of each image's C captions per step), contrastively at `temperature` with Adam at
