@@ -66,7 +66,28 @@ def train_and_save_matcher(config: dict, splits: dict, embedder, *, progress: bo
                             mismatched_captions(len(test), len(test), seed=config["seed"]))  # fmt: skip
     print(f"matcher trained in {seconds:.0f} s, saved to {path}; real test images' R-precision "
           f"{score:.3f} (chance 0.01)" + ("" if len(test) > 99 else ": needs more than 99 test images"))  # fmt: skip
+    if test.attributes is not None:  # toybirds: which attributes can G learn from it?
+        readings = attribute_readings(Matcher(model), test, embedder)
+        print("it reads the real test images' attributes zero-shot at "
+              + ", ".join(f"{name} {value:.2f}" for name, value in readings.items()))
     return path, score
+
+
+def attribute_readings(matcher, split, embedder, prompt_seeds: int = 5) -> dict[str, float]:
+    """Toybirds: per attribute, how often the matcher places a test image nearest the caption
+    of its own value ("this is a bird; its head is red"), each value's caption vector averaged
+    over `prompt_seeds` templates. The balance.matching_weight term can only teach G what the
+    matcher reads."""
+    import numpy as np
+
+    from t2igan.data.toybirds import ATTRIBUTE_NAMES, attribute_prompts
+    from t2igan.metrics.matcher import encode, encode_texts, zero_shot_accuracy
+
+    prompts = {}
+    for name in ATTRIBUTE_NAMES:
+        vectors = [encode_texts(matcher, embedder.embed(attribute_prompts(name, seed))) for seed in range(prompt_seeds)]
+        prompts[name] = np.mean(vectors, axis=0)
+    return zero_shot_accuracy(encode(matcher, split.images), prompts, split.attributes)
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

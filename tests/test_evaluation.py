@@ -3,6 +3,7 @@ a stand-in graph; the registry end to end; `python -m t2igan.evaluate` on a real
 
 import io
 import json
+import re
 import subprocess
 import sys
 import tarfile
@@ -13,6 +14,7 @@ import pytest
 from PIL import Image
 
 from inception_standin import build_stand_in
+from t2igan.data.toybirds import ATTRIBUTE_NAMES
 from t2igan.metrics.inception import InceptionNetwork, InceptionUnavailable, locate_inception, resize_for_inception
 from t2igan.metrics.registry import MetricError, parse_metric
 from t2igan.metrics.scores import inception_score, kernel_inception_distance, mismatched_captions, r_precision
@@ -153,6 +155,21 @@ def test_the_image_tower_pools_its_last_map_as_asked(pool):
         build_image_encoder(32, 8, width=4, pool="max")
 
 
+def test_zero_shot_accuracy_counts_images_nearest_their_own_values_caption():
+    from t2igan.metrics.matcher import zero_shot_accuracy
+
+    rng = np.random.default_rng(0)
+    prompts = {"colour": rng.normal(size=(3, 16)), "size": rng.normal(size=(2, 16))}
+    attributes = np.stack([rng.integers(0, 3, 200), rng.integers(0, 2, 200)], axis=1)
+    # Each image lies near its own colour's caption vector; its size is not in it at all.
+    images = prompts["colour"][attributes[:, 0]] + 0.1 * rng.normal(size=(200, 16))
+    readings = zero_shot_accuracy(images, prompts, attributes)
+    assert readings["colour"] == 1.0
+    assert 0.3 < readings["size"] < 0.7  # chance: 1/2
+    # The wrong value's caption nearest reads 0.
+    assert zero_shot_accuracy(images, {"colour": prompts["colour"]}, (attributes + 1) % 3)["colour"] == 0.0
+
+
 def run_module(root: Path, module: str, *arguments: str) -> subprocess.CompletedProcess:
     environment = {"T2IGAN_ROOT": str(root), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
     result = subprocess.run([sys.executable, "-m", module, *arguments], cwd=REPO, env=environment,
@@ -170,6 +187,8 @@ def test_training_logs_standard_metrics_and_evaluate_scores_the_checkpoint(tmp_p
             "metrics.matcher_epochs=1", "tracking.log_model=false"]  # fmt: skip
     matcher = run_module(tmp_path, "t2igan.train_matcher", *data)
     assert "real test images' R-precision" in matcher.stdout
+    readings = re.search(r"attributes zero-shot at (.*)", matcher.stdout).group(1)  # toybirds: one per attribute
+    assert [pair.split()[0] for pair in readings.split(", ")] == list(ATTRIBUTE_NAMES)
     run_module(tmp_path, "t2igan.train", *data, f"metrics.inception_path={stand_in}", "trainer.eval_every=2",
                "metrics.names=[fid50_test,r_precision]", "trainer.objective=eval/fid50_test")  # fmt: skip
     (folder,) = (tmp_path / "runs").iterdir()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from t2igan.data import toybirds
-from t2igan.data.toybirds import ATTRIBUTE_NAMES, ATTRIBUTES, COLORS, PALETTE_RGB
+from t2igan.data.toybirds import ATTRIBUTE_NAMES, ATTRIBUTES, COLORS, PALETTE_RGB, attribute_prompts
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NUM_ATTRIBUTES = len(ATTRIBUTES)
@@ -106,6 +106,16 @@ def test_reader_catches_a_wrong_colour_and_a_false_mention():
                 "this purple bird has a red crown, black wings and a short yellow bill",
                 "this bird has a red crown, black wings and a short yellow bill in a leafy tree"):
         assert caption_errors(bad, attributes, mentions), bad
+
+
+@pytest.mark.parametrize("name", ATTRIBUTE_NAMES)
+def test_attribute_prompts_name_one_value_each_and_nothing_else(name):
+    mentions = np.array([other == name for other in ATTRIBUTE_NAMES])
+    for seed in range(3):
+        prompts = attribute_prompts(name, seed)
+        assert len(prompts) == len(ATTRIBUTES[name]) == len(set(prompts))
+        for value, prompt in zip(ATTRIBUTES[name], prompts):
+            assert caption_errors(prompt, dict(BASE_ATTRIBUTES, **{name: value}), mentions) == [], prompt
 
 
 # ----------------------------------------------------------------------------- determinism

@@ -166,6 +166,20 @@ def load_matcher(path: str | Path) -> Matcher:
     return Matcher(keras.models.load_model(path, compile=False))
 
 
+def zero_shot_accuracy(image_vectors: np.ndarray, prompt_vectors: dict[str, np.ndarray],
+                       attributes: np.ndarray) -> dict[str, float]:
+    """How well the matcher reads each attribute without being taught it: for attribute k,
+    the share of the (N, E) images whose most similar (cosine) of `prompt_vectors[name]`
+    ((V, E), one caption vector per value) is their own value `attributes[:, k]` (N, A),
+    attributes in `prompt_vectors` order."""
+    images = image_vectors / np.linalg.norm(image_vectors, axis=1, keepdims=True)
+    accuracy = {}
+    for k, (name, prompts) in enumerate(prompt_vectors.items()):
+        prompts = prompts / np.linalg.norm(prompts, axis=1, keepdims=True)
+        accuracy[name] = float(np.mean((images @ prompts.T).argmax(axis=1) == attributes[:, k]))
+    return accuracy
+
+
 def encode(matcher: Matcher, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """(N, S, S, 3) uint8 -> (N, E) unit vectors of the image tower."""
     return np.concatenate([np.asarray(matcher.images(images[i : i + batch_size].astype(np.float32) / 127.5 - 1.0,

@@ -14,7 +14,7 @@ Everything is a pure function of the seed (NumPy `default_rng`, never Python's `
 processes that ask for the same split get byte-identical images and identical captions.
 """
 
-from t2igan.data.toybirds.captions import _BACKGROUND_PHRASES, CAPTION_TEMPLATES, describe
+from t2igan.data.toybirds.captions import _BACKGROUND_PHRASES, CAPTION_TEMPLATES, attribute_prompts, describe
 from t2igan.data.toybirds.drawing import COLOR_JITTER, PALETTE_RGB, render_bird
 from t2igan.data.toybirds.splits import (
     HELDOUT_ATTRIBUTES,
@@ -33,7 +33,7 @@ from t2igan.data.toybirds.vocabulary import (
 )
 
 __all__ = [
-    "ATTRIBUTES", "ATTRIBUTE_NAMES", "BILL_COLORS", "CAPTION_TEMPLATES", "COLORS",
+    "ATTRIBUTES", "ATTRIBUTE_NAMES", "BILL_COLORS", "attribute_prompts", "CAPTION_TEMPLATES", "COLORS",
     "COLOR_ATTRIBUTES", "COLOR_JITTER", "HELDOUT_ATTRIBUTES", "PALETTE_RGB", "ToyBirdsSplit",
     "decode_attributes", "describe", "encode_attributes", "heldout_combinations",
     "make_toybirds", "render_bird",

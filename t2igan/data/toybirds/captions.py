@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from t2igan.data.toybirds.vocabulary import ATTRIBUTE_NAMES, _validate_attributes
+from t2igan.data.toybirds.vocabulary import ATTRIBUTE_NAMES, ATTRIBUTES, _validate_attributes
 
 # Words a caption may use, with CUB annotators' synonyms; a repeated entry is a more common choice.
 _PART_NOUNS = {
@@ -270,3 +270,13 @@ def describe(attributes: dict[str, str], rng: np.random.Generator,
     captions = [_caption(attributes, subset, rng) for subset in subsets]
     mentions = np.array([[name in s for name in ATTRIBUTE_NAMES] for s in subsets], dtype=bool)
     return captions, mentions
+
+
+def attribute_prompts(name: str, seed: int = 0) -> list[str]:
+    """One caption per value of attribute `name` (ATTRIBUTES order) that names only it, in the
+    dataset's own words and the same template for every value ("a bird with a red crown", ...):
+    what a zero-shot reading of that attribute compares an image with."""
+    if name not in ATTRIBUTES:
+        raise ValueError(f"unknown attribute {name!r}; known: {ATTRIBUTE_NAMES}")
+    base = {attribute: values[0] for attribute, values in ATTRIBUTES.items()}
+    return [_caption({**base, name: value}, {name}, np.random.default_rng(seed)) for value in ATTRIBUTES[name]]
