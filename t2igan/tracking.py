@@ -4,6 +4,8 @@
 project root); `NullTracker` keeps nothing. Training never asks which one it has.
 """
 
+import contextlib
+import fcntl
 import subprocess
 from pathlib import Path
 
@@ -74,13 +76,14 @@ class MlflowTracker:
         from mlflow.tracking import MlflowClient
 
         self._mlflow = mlflow
-        self.client = MlflowClient(tracking_uri=uri)
-        existing = self.client.get_experiment_by_name(experiment)
-        if existing is not None:
-            experiment_id = existing.experiment_id
-        else:
-            location = Path(artifact_root).resolve().as_uri() if artifact_root else None
-            experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        with _store_lock(uri):  # the first client of a new sqlite store creates its tables
+            self.client = MlflowClient(tracking_uri=uri)
+            existing = self.client.get_experiment_by_name(experiment)
+            if existing is not None:
+                experiment_id = existing.experiment_id
+            else:
+                location = Path(artifact_root).resolve().as_uri() if artifact_root else None
+                experiment_id = self.client.create_experiment(experiment, artifact_location=location)
         self.resumed = False
         if run_id is not None and self._reopenable(run_id, experiment_id):
             self.client.update_run(run_id, status="RUNNING")
@@ -147,6 +150,24 @@ class MlflowTracker:
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str):
+    """Holds an exclusive lock beside a local sqlite store (`<db>.lock`) while inside, so runs
+    started together do not both create its tables (MLflow then fails: "table ... already
+    exists") or both create the experiment. Other stores need no lock."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def default_tracking_uri(root: str | Path) -> str:

@@ -151,3 +151,26 @@ def test_a_run_is_judged_during_training_and_the_judge_can_be_its_objective(tmp_
     client, (mlflow_run,) = mlflow_runs(tmp_path)
     history = client.get_metric_history(mlflow_run.info.run_id, "eval/attr_acc")
     assert [point.step for point in history] == [2, 4]
+
+
+def _open_tracker(uri: str) -> str:
+    from t2igan.tracking import MlflowTracker
+
+    tracker = MlflowTracker(uri=uri, experiment="t2igan", run_name="together")
+    tracker.finish()
+    return tracker.run_id
+
+
+def test_runs_started_together_share_a_new_tracking_store(tmp_path):
+    # Without the store lock most of these fail: each process creates the new sqlite file's
+    # tables ("table ... already exists") or the experiment.
+    import multiprocessing
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        run_ids = pool.map(_open_tracker, [uri] * 3)
+    client = MlflowClient(tracking_uri=uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "t2igan"]
+    assert sorted(r.info.run_id for r in client.search_runs([experiment.experiment_id])) == sorted(set(run_ids))
