@@ -33,8 +33,8 @@ from t2igan.data.toybirds.vocabulary import (
 )
 
 __all__ = [
-    "ATTRIBUTES", "ATTRIBUTE_NAMES", "BILL_COLORS", "attribute_prompts", "CAPTION_TEMPLATES", "COLORS",
+    "ATTRIBUTES", "ATTRIBUTE_NAMES", "BILL_COLORS", "CAPTION_TEMPLATES", "COLORS",
     "COLOR_ATTRIBUTES", "COLOR_JITTER", "HELDOUT_ATTRIBUTES", "PALETTE_RGB", "ToyBirdsSplit",
-    "decode_attributes", "describe", "encode_attributes", "heldout_combinations",
+    "attribute_prompts", "decode_attributes", "describe", "encode_attributes", "heldout_combinations",
     "make_toybirds", "render_bird",
 ]

@@ -274,7 +274,7 @@ def describe(attributes: dict[str, str], rng: np.random.Generator,
 
 def attribute_prompts(name: str, seed: int = 0) -> list[str]:
     """One caption per value of attribute `name` (ATTRIBUTES order) that names only it, in the
-    dataset's own words and the same template for every value ("a bird with a red crown", ...):
+    dataset's own words and the same template for every value ("this is a bird; its head is red"):
     what a zero-shot reading of that attribute compares an image with."""
     if name not in ATTRIBUTES:
         raise ValueError(f"unknown attribute {name!r}; known: {ATTRIBUTE_NAMES}")
