@@ -1,8 +1,11 @@
-"""Writes that never leave a half-written file behind: temp file in the same folder, then rename."""
+"""Files shared between processes: writes that never leave a half-written file behind (temp file
+in the same folder, then rename), and a lock beside a local sqlite database."""
 
+import contextlib
+import fcntl
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -41,3 +44,21 @@ def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda temp_path: temp_path.write_text(text, encoding="utf-8"))
+
+
+@contextlib.contextmanager
+def sqlite_lock(url: str) -> Iterator[None]:
+    """Holds an exclusive lock on `<database>.lock` beside a local sqlite database
+    (`sqlite:///<path>`) while inside, so processes on one machine that set the database up at
+    the same time take turns. Any other URL (a database server) is not locked."""
+    if not url.startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(url.removeprefix("sqlite:///") + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -4,12 +4,12 @@
 project root); `NullTracker` keeps nothing. Training never asks which one it has.
 """
 
-import contextlib
-import fcntl
 import subprocess
 from pathlib import Path
 
 import numpy as np
+
+from t2igan.io import sqlite_lock
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, str]:
@@ -76,7 +76,9 @@ class MlflowTracker:
         from mlflow.tracking import MlflowClient
 
         self._mlflow = mlflow
-        with _store_lock(uri):  # the first client of a new sqlite store creates its tables
+        # The first client of a new sqlite store creates its tables: runs started together
+        # would both create them ("table ... already exists") or both create the experiment.
+        with sqlite_lock(uri):
             self.client = MlflowClient(tracking_uri=uri)
             existing = self.client.get_experiment_by_name(experiment)
             if existing is not None:
@@ -150,24 +152,6 @@ class MlflowTracker:
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
-
-
-@contextlib.contextmanager
-def _store_lock(uri: str):
-    """Holds an exclusive lock beside a local sqlite store (`<db>.lock`) while inside, so runs
-    started together do not both create its tables (MLflow then fails: "table ... already
-    exists") or both create the experiment. Other stores need no lock."""
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    database = Path(uri.removeprefix("sqlite:///"))
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with open(database.with_name(database.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def default_tracking_uri(root: str | Path) -> str:

@@ -7,8 +7,6 @@ Hydra's launcher into the same `train(cfg)` as a single run, and records the swe
 one parent run, each trial a child run.
 """
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -32,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from t2igan import sweep as sweeps
 from t2igan.errors import exit_on_user_error
+from t2igan.io import sqlite_lock
 
 log = logging.getLogger(__name__)
 
@@ -83,23 +82,6 @@ def _override(key: str, value: Any) -> str:
     if isinstance(value, str) and not re.fullmatch(r"[A-Za-z0-9_./-]+", value):
         return f"{key}='{value}'" if "'" not in value else f'{key}="{value}"'
     return f"{key}={value}"
-
-
-@contextlib.contextmanager
-def _study_lock(storage: str):
-    """Serialise study set-up (creation, baseline, parent run) between workers on one machine;
-    with a database server, start one worker before the others."""
-    if not storage.startswith("sqlite:///"):
-        yield
-        return
-    lock_path = Path(storage.removeprefix("sqlite:///") + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class OptunaSweeper(Sweeper):
@@ -173,7 +155,9 @@ class OptunaSweeper(Sweeper):
         root = Path(first.paths.root).resolve()
         self.storage_url = self.storage_url or f"sqlite:///{root / 'optuna.db'}"
         signature = _signature(self.objective_name, direction, self.fixed, self.expressions, self.fixed_ratio)
-        with _study_lock(self.storage_url):
+        # Serialise study set-up (creation, baseline, parent run) between workers on one machine;
+        # with a database server, start one worker before the others.
+        with sqlite_lock(self.storage_url):
             study = self._make_study(space, direction)
             if "signature" not in study.user_attrs:
                 study.set_user_attr("signature", signature)
