@@ -48,8 +48,8 @@ def train_and_save_matcher(config: dict, splits: dict, embedder, *, progress: bo
         images, embeddings, epochs=metrics["matcher_epochs"], batch_size=batch_size,
         width=metrics["matcher_width"], text_hidden=metrics["matcher_text_hidden"],
         embedding_dim=metrics["matcher_embedding_dim"], learning_rate=metrics["matcher_learning_rate"],
-        temperature=metrics["matcher_temperature"], pool=metrics["matcher_pool"], augment=tuple(metrics["matcher_augment"]),
-        seed=config["seed"], progress=progress,
+        temperature=metrics["matcher_temperature"], pool=metrics["matcher_pool"],
+        augment=tuple(metrics["matcher_augment"]), seed=config["seed"], progress=progress,
     )  # fmt: skip
     path = matcher_path(config)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,13 +80,18 @@ def attribute_readings(matcher, split, embedder, prompt_seeds: int = 5) -> dict[
     matcher reads."""
     import numpy as np
 
-    from t2igan.data.toybirds import ATTRIBUTE_NAMES, attribute_prompts
+    from t2igan.data.toybirds import ATTRIBUTE_NAMES, ATTRIBUTES, attribute_prompts
     from t2igan.metrics.matcher import encode, encode_texts, zero_shot_accuracy
 
-    prompts = {}
-    for name in ATTRIBUTE_NAMES:
-        vectors = [encode_texts(matcher, embedder.embed(attribute_prompts(name, seed))) for seed in range(prompt_seeds)]
-        prompts[name] = np.mean(vectors, axis=0)
+    # Every prompt in one embedding call and one text-tower pass (each embed call reads the
+    # cache), attribute by attribute, seed by seed.
+    captions = [caption for name in ATTRIBUTE_NAMES for seed in range(prompt_seeds)
+                for caption in attribute_prompts(name, seed)]  # fmt: skip
+    vectors = encode_texts(matcher, embedder.embed(captions))
+    values = [len(ATTRIBUTES[name]) for name in ATTRIBUTE_NAMES]
+    blocks = np.split(vectors, np.cumsum([prompt_seeds * count for count in values])[:-1])
+    prompts = {name: block.reshape(prompt_seeds, count, -1).mean(axis=0)
+               for name, count, block in zip(ATTRIBUTE_NAMES, values, blocks)}  # fmt: skip
     return zero_shot_accuracy(encode(matcher, split.images), prompts, split.attributes)
 
 
