@@ -125,6 +125,36 @@ class ProgressBar(keras.callbacks.Callback):
         self.bar.close()
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """The run's training clock, and `trainer.minutes`: stops training once the run has trained
+    `seconds` in all (None: never). `spent` is what earlier invocations of the run trained, as
+    its checkpoint recorded it; `elapsed()` adds this invocation's time so far (evaluations,
+    sample grids and checkpoints included), which each checkpoint records in turn, so a run
+    resumed after a crash is not given the time it lost."""
+
+    def __init__(self, seconds: float | None, spent: float = 0.0):
+        super().__init__()
+        self.seconds, self.spent = seconds, spent
+        self.reached = False
+        self._since = None
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether the budget was used up before this invocation."""
+        return self.seconds is not None and self.spent >= self.seconds
+
+    def elapsed(self) -> float:
+        return self.spent + (time.perf_counter() - self._since if self._since is not None else 0.0)
+
+    def on_train_begin(self, logs=None):
+        self._since = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.seconds is not None and not self.reached and self.elapsed() >= self.seconds:
+            self.reached = True
+            self.model.stop_training = True
+
+
 class SampleGrid(_EveryN):
     """Every `every` steps and at the end: a grid of fixed captions x fixed noise from the EMA G.
 

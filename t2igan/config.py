@@ -159,7 +159,7 @@ SCHEMA: dict[str, dict[str, Callable]] = {
         "auto_factor": _number(1.0, 10.0, low_open=True), "auto_range": _number(1.0, 1e3),
     },
     "trainer": {
-        "steps": POSITIVE, "batch_size": _integer(2), "log_every": POSITIVE,
+        "steps": POSITIVE, "minutes": _optional(_number(0.0, 1e6, low_open=True)), "batch_size": _integer(2), "log_every": POSITIVE,
         "sample_every": POSITIVE, "checkpoint_every": POSITIVE, "sample_captions": POSITIVE,
         "sample_noises": POSITIVE, "steps_per_execution": POSITIVE,
         "precision": _choice("float32", "mixed_bfloat16"), "jit_compile": _boolean,

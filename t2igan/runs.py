@@ -16,7 +16,7 @@ from t2igan.tracking import flatten
 # changes only these (e.g. more steps) continues the same run.
 NOT_IDENTITY = {
     "paths", "tracking", "hydra",
-    "trainer.steps", "trainer.log_every", "trainer.sample_every", "trainer.checkpoint_every",
+    "trainer.steps", "trainer.minutes", "trainer.log_every", "trainer.sample_every", "trainer.checkpoint_every",
     "trainer.sample_captions", "trainer.sample_noises", "trainer.steps_per_execution",
     "trainer.run_name", "trainer.resume", "trainer.objective", "trainer.progress",
     "trainer.eval_every", "trainer.collapse_patience", "trainer.collapse_real_above",

@@ -21,6 +21,7 @@ from t2igan.callbacks import (
     ObjectiveReport,
     ProgressBar,
     SampleGrid,
+    TimeBudget,
     TrainingFailed,
 )
 from t2igan.checkpoint import restore_checkpoint, save_checkpoint
@@ -32,7 +33,7 @@ from t2igan.tracking import flatten, git_commit
 
 FIT_OPTIONS = (
     "steps", "batch_size", "log_every", "sample_every", "checkpoint_every",
-    "sample_captions", "sample_noises", "resume", "objective", "progress", "eval_every",
+    "sample_captions", "sample_noises", "resume", "objective", "progress", "eval_every", "minutes",
 )  # fmt: skip
 # Objectives where higher is better (Inception Score and R-precision by their prefix).
 MAXIMIZED = ("eval/attr_acc", "eval/diversity", "perf/images_per_second")
@@ -80,6 +81,7 @@ def fit(
     log_checkpoint: bool,
     log_model: bool,
     eval_every: int = 0,
+    minutes: float | None = None,
     evaluate: Callable | None = None,
     ada=None,
     ada_interval: int = 4,
@@ -87,7 +89,8 @@ def fit(
     collapse_detector=None,
     report_objective: Callable[[int, float], bool] | None = None,
 ) -> float:
-    """Train `gan` to `steps` generator updates in `folder`, resuming from its checkpoint.
+    """Train `gan` to `steps` generator updates in `folder`, resuming from its checkpoint, or
+    until it has trained `minutes` in all (summed over resumes; None: no time limit).
 
     `open_tracker(run_id)` opens the tracking run (reopening `run_id`, or a new one for None);
     it is called once the checkpoint is restored and the captions embedded, so a failure
@@ -132,11 +135,12 @@ def fit(
             if logger.failure:  # never replace the last good checkpoint with diverged weights
                 return
             save_checkpoint(folder.checkpoint, gan, config=config, metrics=logger.latest,
-                            mlflow_run_id=tracker.run_id)  # fmt: skip
+                            mlflow_run_id=tracker.run_id, train_seconds=budget.elapsed())  # fmt: skip
 
         noise = np.random.default_rng(seed).standard_normal((sample_noises, gan.noise_dim))
         grid = SampleGrid(tracker, sample_every, folder.samples, grid_captions, grid_embeddings, noise)
         checkpointer = Checkpointer(checkpoint_every, save)
+        budget = TimeBudget(None if minutes is None else minutes * 60.0, spent=header.get("train_seconds", 0.0))
         evaluation = Evaluation(tracker, eval_every, evaluate, logger) if evaluate and eval_every else None
         callbacks = [ProgressBar(steps, batch_size, enabled=progress), logger]
         callbacks += [evaluation] if evaluation else []
@@ -149,8 +153,9 @@ def fit(
         callbacks += [watch] if watch else []
         pruning = ObjectiveReport(report_objective, objective, logger, evaluation, steps) if report_objective else None
         callbacks += [pruning] if pruning else []
-        callbacks.append(checkpointer)
-        trains = gan.step < steps
+        # Before the checkpointer, so the final checkpoint follows the step the budget stopped at.
+        callbacks += [budget, checkpointer]
+        trains = gan.step < steps and not budget.exhausted
         if trains:
             start_step, started = gan.step, time.perf_counter()
             gan.fit(
@@ -168,6 +173,12 @@ def fit(
                           logger, grid, checkpointer)  # fmt: skip
             # Wall time over every invocation of this run: what the study reports.
             folder.write_state(train_seconds=folder.read_state().get("train_seconds", 0.0) + seconds)
+            if budget.reached:
+                print(f"stopped at step {gan.step} of {steps}: trainer.minutes={minutes:g} used up")
+                tracker.set_tags({"stopped_by": f"trainer.minutes={minutes:g} at step {gan.step}"})
+        elif budget.exhausted:
+            print(f"{folder.path.name} has used its trainer.minutes={minutes:g} (trained to step {gan.step}); "
+                  "a larger trainer.minutes continues it")
         else:
             print(f"{folder.path.name} is already trained to step {gan.step} (trainer.steps={steps})")
         if logger.failure:

@@ -125,6 +125,30 @@ def test_train_returns_the_objective(tmp_path, monkeypatch):
     assert not (tmp_path / "mlflow.db").exists()
 
 
+def test_trainer_minutes_stops_a_run_and_counts_its_time_over_resumes(tmp_path, monkeypatch, capsys):
+    from hydra import compose, initialize_config_dir
+
+    from t2igan.train import train
+
+    monkeypatch.setenv("T2IGAN_ROOT", str(tmp_path))
+
+    def train_with(*overrides):
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            train(compose("config", overrides=["experiment=smoke", "tracking=off", "trainer.progress=false",
+                                               "trainer.checkpoint_every=1000", *overrides]))  # fmt: skip
+        return read_header(only_run_folder(tmp_path) / "checkpoint.npz")
+
+    # A budget shorter than any step: the run stops after its first, on any machine.
+    header = train_with("trainer.steps=50", "trainer.minutes=1e-6")
+    assert header["step"] == 1 and header["train_seconds"] >= 6e-5
+    assert "stopped at step 1 of 50: trainer.minutes=1e-06 used up" in capsys.readouterr().out
+    assert train_with("trainer.steps=50", "trainer.minutes=1e-6")["step"] == 1  # spent: no more steps
+    assert "has used its trainer.minutes=1e-06" in capsys.readouterr().out
+    # The budget is not part of the run's identity: a larger one continues the same run.
+    resumed = train_with("trainer.steps=3", "trainer.minutes=60")
+    assert resumed["step"] == 3 and resumed["train_seconds"] > header["train_seconds"]
+
+
 def test_a_run_is_judged_during_training_and_the_judge_can_be_its_objective(tmp_path, monkeypatch):
     """trainer.eval_every: the toybirds judge's metrics reach MLflow, the checkpoint and the
     objective. A small judge (seconds to train, not the protocol's minutes) stands in."""
