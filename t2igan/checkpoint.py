@@ -25,7 +25,7 @@ class CheckpointError(UserError):
 
 def variable_groups(gan) -> dict[str, list]:
     """The variables a checkpoint stores, by group, in a fixed order."""
-    return {
+    groups = {
         "generator": gan.generator.variables,
         "generator_ema": gan.generator_ema.variables,
         "discriminator": gan.discriminator.variables,
@@ -33,6 +33,9 @@ def variable_groups(gan) -> dict[str, list]:
         "d_optimizer": gan.d_optimizer.variables,
         "gan": gan.state_variables,
     }
+    if getattr(gan, "matcher_critic", None) is not None:  # balance.matcher_critic_weight: its heads
+        groups["matcher_critic"] = gan.matcher_critic.head_variables
+    return groups
 
 
 def save_checkpoint(path: str | Path, gan, *, groups: tuple[str, ...] | None = None, **metadata) -> Path:

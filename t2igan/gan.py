@@ -9,13 +9,14 @@ from keras import ops
 from t2igan import losses
 from t2igan.augment import augment_images, instance_noise
 from t2igan.metrics.matcher import Matcher
+from t2igan.models.matcher_critic import MatcherCritic
 from t2igan.regularizers import LeCamAnchors, lecam_penalty, matching_aware_gradient_penalty, r1_penalty
 
 METRIC_NAMES = (
     "d/real", "d/fake", "d/wrong", "d/total",
     "g/adv", "g/kl", "g/mode_seeking", "g/matching", "g/contrastive", "g/total",
     "d_score/real", "d_score/fake", "d_score/wrong", "d_sign/real",
-    "d/ma_gp", "d/r1", "d/lecam", "d/contrastive",
+    "d/ma_gp", "d/r1", "d/lecam", "d/contrastive", "d/matcher_critic", "g/matcher_critic",
     "grad_norm/d", "grad_norm/g",
     "balance/augment_p", "balance/d_lr",
 )  # fmt: skip
@@ -58,6 +59,9 @@ class Balance:
     matching_weight: float = 0.0
     matching_temperature: float = 0.1
     matching_augment: tuple[str, ...] = ()
+    matcher_critic_weight: float = 0.0
+    matcher_critic_channels: int = 64
+    matcher_critic_augment: tuple[str, ...] = ("translation",)
     contrastive_weight: float = 0.0
     contrastive_dim: int = 256
     contrastive_temperature: float = 0.1
@@ -93,12 +97,17 @@ class TextToImageGAN(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if balance.matching_weight > 0 and matcher is None:
-            raise ValueError("balance.matching_weight > 0 needs a matcher (t2igan.metrics.matcher.Matcher)")
+        if (balance.matching_weight > 0 or balance.matcher_critic_weight > 0) and matcher is None:
+            raise ValueError("balance.matching_weight or matcher_critic_weight > 0 needs a matcher "
+                             "(t2igan.metrics.matcher.Matcher)")
         self.generator = generator
         self.matcher = matcher  # frozen towers: it scores G's images, it does not learn here
         self.generator_ema = generator_ema
         self.discriminator = discriminator
+        # A second discriminator on the frozen matcher's features; trained by d_optimizer with D.
+        self.matcher_critic = (MatcherCritic(matcher.images, text_dim=discriminator.text_dim,
+                                             channels=balance.matcher_critic_channels, name="matcher_critic")
+                               if balance.matcher_critic_weight > 0 else None)  # fmt: skip
         self.noise_dim = noise_dim
         self.balance = balance
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -118,7 +127,12 @@ class TextToImageGAN(keras.Model):
         self.d_optimizer = d_optimizer
         # Built now so that a checkpoint can be restored into them before the first step.
         g_optimizer.build(self.generator.trainable_variables)
-        d_optimizer.build(self.discriminator.trainable_variables)
+        d_optimizer.build(self._d_variables())
+
+    def _d_variables(self) -> list:
+        """What d_optimizer trains: D's variables, then the matcher critic's heads' (if on)."""
+        heads = self.matcher_critic.trainable_variables if self.matcher_critic is not None else []
+        return self.discriminator.trainable_variables + heads
 
     @property
     def metrics(self):
@@ -161,6 +175,14 @@ class TextToImageGAN(keras.Model):
     def _critic(self, images, text_embeddings):
         (logits,) = self._judge(self._encode(images), text_embeddings)
         return logits
+
+    def _matcher_critic(self, images, *text_embeddings):
+        """The matcher critic's logits for `images` against each embedding batch; its inputs
+        are shifted (balance.matcher_critic_augment), as G's images are for the matcher."""
+        images = augment_images(images, policy=self.balance.matcher_critic_augment, probability=1.0,
+                                seed_generator=self.augment_seed_generator)  # fmt: skip
+        features = self.matcher_critic.features(images)
+        return [self.matcher_critic.judge(features, text, training=True) for text in text_embeddings]
 
     def _contrastive(self, features, text_embeddings):
         """XMC-GAN's sentence-image term through D's contrastive heads: each image's features
@@ -218,6 +240,12 @@ class TextToImageGAN(keras.Model):
         fake_features = self._encode(fake_images)
         (fake_logits,) = self._judge(fake_features, fake_embeddings)
         terms = losses.generator_loss(fake_logits, mu, log_sigma, kind=balance.loss, kl_weight=balance.kl_weight)
+        terms["g/matcher_critic"] = ops.zeros((), "float32")
+        if self.matcher_critic is not None:
+            (critic_logits,) = self._matcher_critic(fake_images, fake_embeddings)
+            terms["g/matcher_critic"] = losses.generator_loss(critic_logits, mu, log_sigma, kind=balance.loss,
+                                                              kl_weight=0.0)["g/adv"]  # fmt: skip
+            terms["g/total"] += balance.matcher_critic_weight * terms["g/matcher_critic"]
         terms["g/contrastive"] = ops.zeros((), "float32")
         if balance.contrastive_weight > 0:
             terms["g/contrastive"] = self._contrastive(fake_features, fake_embeddings)
@@ -253,7 +281,7 @@ class TextToImageGAN(keras.Model):
                               fake_embeddings):
         """One D update; returns its loss terms, scores and gradient norm by metric name."""
         balance = self.balance
-        d_variables = self.discriminator.trainable_variables
+        d_variables = self._d_variables()
         with tf.GradientTape() as d_tape:
             real_features = self._encode(real_images)
             real_logits, wrong_logits = self._judge(real_features, text_embeddings, mismatched_embeddings)
@@ -266,8 +294,17 @@ class TextToImageGAN(keras.Model):
             d_terms["d/contrastive"] = ops.zeros((), "float32")
             if balance.contrastive_weight > 0:  # D learns which caption is whose from real pairs only
                 d_terms["d/contrastive"] = self._contrastive(real_features, text_embeddings)
-            total = (d_terms["d/total"] + d_terms["d/ma_gp"] + d_terms["d/r1"] + d_terms["d/lecam"]
-                     + d_terms["d/contrastive"])
+            total = d_terms["d/total"]
+            d_terms["d/matcher_critic"] = ops.zeros((), "float32")
+            if self.matcher_critic is not None:  # the same objective, on the frozen matcher's features
+                critic_real, critic_wrong = self._matcher_critic(real_images, text_embeddings, mismatched_embeddings)
+                (critic_fake,) = self._matcher_critic(fake_images, fake_embeddings)
+                d_terms["d/matcher_critic"] = losses.discriminator_loss(
+                    critic_real, critic_fake, critic_wrong, kind=balance.loss,
+                    wrong_weight=balance.wrong_weight, real_label=balance.real_label,
+                )["d/total"]  # fmt: skip
+                total = total + balance.matcher_critic_weight * d_terms["d/matcher_critic"]
+            total = total + d_terms["d/ma_gp"] + d_terms["d/r1"] + d_terms["d/lecam"] + d_terms["d/contrastive"]
         d_grads = d_tape.gradient(total, d_variables)
         self.d_optimizer.apply(d_grads, d_variables)
         real_signs = ops.mean(ops.sign(ops.cast(real_logits, "float32")))
@@ -351,8 +388,9 @@ def build_gan(
     unknown = set(balance) - {field.name for field in fields(Balance)}
     if unknown:
         raise TypeError(f"unknown balance options {sorted(unknown)}")
-    balance = Balance(**{**balance, "diffaugment": tuple(balance.get("diffaugment", ())),
-                         "matching_augment": tuple(balance.get("matching_augment", ()))})  # fmt: skip
+    balance = Balance(**{**balance, **{key: tuple(balance[key]) for key in
+                                       ("diffaugment", "matching_augment", "matcher_critic_augment")
+                                       if key in balance}})  # fmt: skip
     from t2igan.models import make_discriminator, make_generator
 
     generator_args = dict(

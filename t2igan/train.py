@@ -56,7 +56,8 @@ def train(cfg: DictConfig) -> float:
         raise DatasetError(f"trainer.batch_size ({run['batch_size']}) exceeds the {len(splits['train'])} "
                            f"training images of data={data['name']}")  # fmt: skip
     embedder = CaptionEmbedder(**text, show_progress=run["progress"])
-    if balance["matching_weight"]:
+    uses_matcher = bool(balance["matching_weight"] or balance["matcher_critic_weight"])
+    if uses_matcher:
         # G trains against this matcher, so it defines the run too: after a matcher change
         # (MATCHER_VERSION) the same command starts a new run instead of resuming the old one
         # against a matcher it never saw. Recorded with the config, in MLflow and the checkpoint.
@@ -70,7 +71,7 @@ def train(cfg: DictConfig) -> float:
         **_without_name(model), **_without_name(balance), **_without_name(optim),
         seed=config["seed"], jit_compile=run["jit_compile"],
         steps_per_execution=run["steps_per_execution"],
-        matcher=_matcher(config, splits, embedder, progress=run["progress"]) if balance["matching_weight"] else None,
+        matcher=_matcher(config, splits, embedder, progress=run["progress"]) if uses_matcher else None,
     )  # fmt: skip
 
     evaluate = _evaluation(splits, embedder, config, progress=run["progress"]) if run["eval_every"] else None
@@ -103,7 +104,8 @@ def train(cfg: DictConfig) -> float:
 
 
 def _matcher(config: dict, splits: dict, embedder, *, progress: bool):
-    """The dataset's R-precision matcher, which balance.matching_weight trains G against;
+    """The dataset's R-precision matcher, which balance.matching_weight trains G against (and
+    balance.matcher_critic_weight's discriminator judges through);
     trained first (once, cached) if the dataset has none yet, as the judge is."""
     from t2igan.metrics.matcher import load_matcher, matcher_path
     from t2igan.train_matcher import train_and_save_matcher

@@ -132,6 +132,29 @@ def test_the_matching_term_trains_g_against_a_frozen_matcher():
     assert run_steps(tiny_gan(), 1)[-1]["g/matching"] == 0.0  # off by default
 
 
+def test_the_matcher_critic_is_a_second_discriminator_on_the_frozen_matcher():
+    from t2igan.metrics.matcher import Matcher, build_matcher
+
+    with pytest.raises(ValueError, match="needs a matcher"):
+        tiny_gan("fusion", matcher_critic_weight=1.0)
+    matcher = Matcher(build_matcher(32, TINY["text_dim"], embedding_dim=8, width=4))
+    frozen = [w.numpy().copy() for w in matcher.model.weights]
+    gan = tiny_gan("fusion", matcher_critic_weight=0.5, matcher=matcher)
+    critic = gan.matcher_critic
+    # One head per map after the tower's first block: 8x8 and 4x4 for 32x32 images.
+    assert [tuple(f.shape[1:3]) for f in critic.features(np.zeros((1, 32, 32, 3), "float32"))] == [(8, 8), (4, 4)]
+    heads = [w.numpy().copy() for w in critic.trainable_variables]
+    assert heads and {id(w) for w in critic.trainable_variables} <= {id(w) for w in gan._d_variables()}
+    logged = run_steps(gan, 2)[-1]
+    assert logged["d/matcher_critic"] > 0 and logged["g/matcher_critic"] > 0
+    # G pays it at its weight beside fooling D (no other term is on).
+    assert logged["g/total"] == pytest.approx(logged["g/adv"] + 0.5 * logged["g/matcher_critic"], rel=1e-4)
+    assert all(not np.array_equal(w.numpy(), h) for w, h in zip(critic.trainable_variables, heads))  # heads learn
+    assert all(np.array_equal(w.numpy(), f) for w, f in zip(matcher.model.weights, frozen))  # the matcher does not
+    off = run_steps(tiny_gan("fusion"), 1)[-1]
+    assert off["d/matcher_critic"] == 0.0 and off["g/matcher_critic"] == 0.0
+
+
 @pytest.mark.parametrize("d_norm, penalty", [("batch", {}), ("spectral", {"ma_gp_weight": 2.0}),
                                              ("none", {"ma_gp_weight": 2.0})])  # fmt: skip
 def test_the_fusion_model_trains_with_every_discriminator_norm_and_ma_gp(d_norm, penalty):

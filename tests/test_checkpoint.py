@@ -40,6 +40,23 @@ def test_round_trip_restores_every_variable_and_the_step(tmp_path):
         np.testing.assert_array_equal(expected, actual)
 
 
+def test_the_matcher_critics_heads_are_checkpointed(tmp_path):
+    from t2igan.metrics.matcher import Matcher, build_matcher
+
+    matcher = Matcher(build_matcher(64, TINY["text_dim"], embedding_dim=8, width=4))
+    settings = {**TINY, "matcher_critic_weight": 1.0, "matcher": matcher}
+    gan = build_gan(**settings, seed=1)
+    train_steps(gan, 2)
+    path = save_checkpoint(tmp_path / "checkpoint.npz", gan)
+    fresh = build_gan(**settings, seed=2)
+    restore_checkpoint(path, fresh)
+    assert len(fresh.matcher_critic.head_variables) > 0
+    for expected, actual in zip(gan.matcher_critic.head_variables, fresh.matcher_critic.head_variables):
+        np.testing.assert_array_equal(expected.numpy(), actual.numpy())
+    with pytest.raises(CheckpointError):  # a run without the critic cannot take its checkpoint
+        restore_checkpoint(path, build_gan(**TINY, seed=1))
+
+
 def test_a_checkpoint_of_another_model_is_refused_untouched(tmp_path):
     gan = build_gan(**TINY, seed=1)
     path = save_checkpoint(tmp_path / "checkpoint.npz", gan)
