@@ -130,6 +130,8 @@ def fit(
         _record_run(tracker, folder, config)
         logger = MetricLogger(tracker, log_every, batch_size)
         logger.latest = dict(header.get("metrics", {}))
+        # The run's clock: checkpoints record it, trainer.minutes stops training by it.
+        budget = TimeBudget(None if minutes is None else minutes * 60.0, spent=header.get("train_seconds", 0.0))
 
         def save(step: int) -> None:
             if logger.failure:  # never replace the last good checkpoint with diverged weights
@@ -140,7 +142,6 @@ def fit(
         noise = np.random.default_rng(seed).standard_normal((sample_noises, gan.noise_dim))
         grid = SampleGrid(tracker, sample_every, folder.samples, grid_captions, grid_embeddings, noise)
         checkpointer = Checkpointer(checkpoint_every, save)
-        budget = TimeBudget(None if minutes is None else minutes * 60.0, spent=header.get("train_seconds", 0.0))
         evaluation = Evaluation(tracker, eval_every, evaluate, logger) if evaluate and eval_every else None
         callbacks = [ProgressBar(steps, batch_size, enabled=progress), logger]
         callbacks += [evaluation] if evaluation else []
