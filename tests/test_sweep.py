@@ -124,8 +124,14 @@ def sweep(root: Path, space: Path, *overrides: str) -> subprocess.CompletedProce
     environment.update(T2IGAN_ROOT=str(root), HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
     command = [sys.executable, "-m", "t2igan.train", "-m", "hydra/sweeper=optuna",
                f"hydra.sweeper.space={space}", *overrides]  # fmt: skip
+    # SIGINT at its default, as in a terminal: a test run started as a background job of a
+    # non-interactive shell inherits SIGINT ignored, and the interrupt test would then be a no-op.
     return subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)  # fmt: skip
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def finish(process: subprocess.Popen) -> str:
