@@ -66,6 +66,22 @@ class Balance:
     contrastive_dim: int = 256
     contrastive_temperature: float = 0.1
 
+    @classmethod
+    def from_options(cls, options: dict) -> "Balance":
+        """The options of the `balance` config group (policy lists become tuples); an unknown
+        name is an error."""
+        unknown = set(options) - {field.name for field in fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown balance options {sorted(unknown)}")
+        policies = ("diffaugment", "matching_augment", "matcher_critic_augment")
+        tuples = {key: tuple(options[key]) for key in policies if key in options}
+        return cls(**{**options, **tuples})
+
+    @property
+    def uses_matcher(self) -> bool:
+        """Whether G trains against the dataset's frozen matcher (its matching term or critic)."""
+        return self.matching_weight > 0 or self.matcher_critic_weight > 0
+
 
 class TextToImageGAN(keras.Model):
     """A conditional GAN trained with the matching-aware objective.
@@ -97,7 +113,7 @@ class TextToImageGAN(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if (balance.matching_weight > 0 or balance.matcher_critic_weight > 0) and matcher is None:
+        if balance.uses_matcher and matcher is None:
             raise ValueError("balance.matching_weight or matcher_critic_weight > 0 needs a matcher "
                              "(t2igan.metrics.matcher.Matcher)")
         self.generator = generator
@@ -381,16 +397,11 @@ def build_gan(
     """A compiled GAN from the `model`, `balance` and `optim` groups' plain values.
 
     `balance` holds the fields of `Balance` (unknown names are an error); `matcher` (the frozen
-    image and text towers of t2igan.metrics.matcher) is needed when `matching_weight` > 0. Learning rates and
-    betas configure one Adam optimizer per network; `jit_compile` and `steps_per_execution`
-    go to `keras.Model.compile`.
+    image and text towers of t2igan.metrics.matcher) is needed when `Balance.uses_matcher`.
+    Learning rates and betas configure one Adam optimizer per network; `jit_compile` and
+    `steps_per_execution` go to `keras.Model.compile`.
     """
-    unknown = set(balance) - {field.name for field in fields(Balance)}
-    if unknown:
-        raise TypeError(f"unknown balance options {sorted(unknown)}")
-    balance = Balance(**{**balance, **{key: tuple(balance[key]) for key in
-                                       ("diffaugment", "matching_augment", "matcher_critic_augment")
-                                       if key in balance}})  # fmt: skip
+    balance = Balance.from_options(balance)
     from t2igan.models import make_discriminator, make_generator
 
     generator_args = dict(

@@ -36,7 +36,7 @@ def train(cfg: DictConfig) -> float:
     from t2igan.config import validate
     from t2igan.data.datasets import load_dataset
     from t2igan.data.listing import DatasetError
-    from t2igan.gan import build_gan
+    from t2igan.gan import Balance, build_gan
     from t2igan.metrics.matcher import matcher_path
     from t2igan.runs import RunFolder, run_name
     from t2igan.sweep import active_trial
@@ -56,7 +56,7 @@ def train(cfg: DictConfig) -> float:
         raise DatasetError(f"trainer.batch_size ({run['batch_size']}) exceeds the {len(splits['train'])} "
                            f"training images of data={data['name']}")  # fmt: skip
     embedder = CaptionEmbedder(**text, show_progress=run["progress"])
-    uses_matcher = bool(balance["matching_weight"] or balance["matcher_critic_weight"])
+    uses_matcher = Balance.from_options(_without_name(balance)).uses_matcher
     if uses_matcher:
         # G trains against this matcher, so it defines the run too: after a matcher change
         # (MATCHER_VERSION) the same command starts a new run instead of resuming the old one

@@ -219,19 +219,28 @@ class FusionDiscriminator(keras.Model):
 
     def judge(self, features, text_embeddings, training=None):
         """Image features (B, 4, 4, C) and (B, text_dim) embeddings -> (B, 1) float32 logits."""
-        text = ops.cast(text_embeddings * self.text_input_scale, features.dtype)
-        grid = ops.tile(text[:, None, None, :], (1, self.feature_size, self.feature_size, 1))
-        joined = [features, grid]
-        if self.minibatch_std:
-            joined.append(batch_spread_channel(features))
-        joint = self.joint(ops.concatenate(joined, axis=-1), training=training)
-        pooled = ops.sum(ops.cast(features, "float32"), axis=(1, 2))
-        projected = self.projection(ops.cast(text, "float32"), training=training)
-        return joint + ops.sum(pooled * projected, axis=-1, keepdims=True)
+        text = ops.cast(text_embeddings, "float32") * self.text_input_scale
+        extra = [batch_spread_channel(features)] if self.minibatch_std else []
+        joint, projected = text_match_terms(features, text, self.joint, self.projection, extra,
+                                            training=training)  # fmt: skip
+        return joint + projected
 
     def call(self, inputs, training=None):
         images, text_embeddings = inputs
         return self.judge(self.encode(images, training=training), text_embeddings, training=training)
+
+
+def text_match_terms(features, text, joint, projection, extra=(), training=None):
+    """How well image features (B, H, W, C) match scaled caption embeddings `text` (B, T), as
+    two (B, 1) float32 logit terms: `joint` (DF-GAN's joint convolution head) over the features
+    with the caption tiled beside them (and any `extra` channels), and a projection
+    discriminator's inner product of the sum-pooled features with `projection(text)`."""
+    height, width = features.shape[1], features.shape[2]
+    grid = ops.tile(ops.cast(text, features.dtype)[:, None, None, :], (1, height, width, 1))
+    joint_logit = joint(ops.concatenate([features, grid, *extra], axis=-1), training=training)
+    pooled = ops.sum(ops.cast(features, "float32"), axis=(1, 2))
+    projected = ops.sum(pooled * projection(text, training=training), axis=-1, keepdims=True)
+    return joint_logit, projected
 
 
 @keras.saving.register_keras_serializable(package="t2igan")

@@ -14,7 +14,7 @@ the matcher misreads, the heads keep learning from real, fake and mismatched pai
 import keras
 from keras import layers, ops
 
-from t2igan.models.fusion import text_scale
+from t2igan.models.fusion import text_match_terms, text_scale
 
 
 class MatcherCritic(keras.Model):
@@ -75,10 +75,9 @@ class MatcherCritic(keras.Model):
         logits = 0.0
         for maps, head in zip(features, self.heads):
             x = head.down(maps, training=training)
-            grid = ops.tile(ops.cast(text, x.dtype)[:, None, None, :], (1, 4, 4, 1))
-            joint = head.joint(ops.concatenate([x, grid], axis=-1), training=training)
-            pooled = ops.sum(ops.cast(x, "float32"), axis=(1, 2))
-            logits = logits + joint + ops.sum(pooled * head.projection(text, training=training), axis=-1, keepdims=True)
+            joint, projected = text_match_terms(x, text, head.joint, head.projection,
+                                                training=training)  # fmt: skip
+            logits = logits + joint + projected
         return logits / len(self.heads)
 
 
