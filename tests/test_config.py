@@ -91,16 +91,16 @@ def test_every_group_option_composes_without_problems(compose, group, option):
 
 @pytest.mark.parametrize(("group", "option"), BUILD_OPTIONS, ids=[f"{g}={o}" for g, o in BUILD_OPTIONS])
 def test_model_balance_and_optim_options_build_a_gan(compose, group, option):
-    from t2igan.gan import build_gan
+    from t2igan.gan import Balance, build_gan
     from t2igan.metrics.matcher import Matcher, build_matcher
 
     cfg = compose(f"{group}={option}", f"model.width={TINY_WIDTH}")
     assert problems(cfg) == []
     config = OmegaConf.to_container(cfg, resolve=True)
     model, balance, optim = config["model"], config["balance"], config["optim"]
-    # An untrained matcher of the right shapes stands in for the trained one (balance=matching).
+    # An untrained matcher of the right shapes stands in for the trained one (balance=matching...).
     matcher = (Matcher(build_matcher(model["image_size"], model["text_dim"], embedding_dim=8, width=4))
-               if balance["matching_weight"] else None)  # fmt: skip
+               if Balance.from_options(_without_name(balance)).uses_matcher else None)  # fmt: skip
     gan = build_gan(**_without_name(model), **_without_name(balance), **_without_name(optim),
                     matcher=matcher, seed=config["seed"])  # fmt: skip
 
