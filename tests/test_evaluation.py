@@ -4,6 +4,7 @@ a stand-in graph; the registry end to end; `python -m t2igan.evaluate` on a real
 import io
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -179,8 +180,11 @@ def run_module(root: Path, module: str, *arguments: str) -> subprocess.Completed
 
 
 @pytest.mark.slow
-def test_training_logs_standard_metrics_and_evaluate_scores_the_checkpoint(tmp_path, stand_in):
+def test_training_logs_standard_metrics_and_evaluate_scores_the_checkpoint(tmp_path, stand_in, protocol_judge):
     from mlflow.tracking import MlflowClient
+
+    # A toybirds run evaluates with the judge too: the session's, not a second one trained here.
+    shutil.copytree(protocol_judge[0], tmp_path / "cache" / "judge")
 
     # A toybirds run with 120 test images (R-precision ranks among 99 others) and a matcher.
     data = ["experiment=smoke", "trainer.progress=false", "data.num_train=128", "data.num_test=120",

@@ -1,7 +1,5 @@
 """The toybirds judge: it learns to read attributes, caches its weights, and reads in batches."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,6 @@ from t2igan.metrics.judge import (
     load_or_train_judge,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # A small judge: 32x32 renders, 2,000 images, 4 epochs (about 15 s on 2 CPU cores).
 SMALL = dict(image_size=32, num_images=2000, epochs=4)
 
@@ -89,15 +86,13 @@ def test_float_images_are_rejected_with_a_hint(small_judge, heldout):
 
 
 @pytest.mark.slow
-def test_command_line_judge_reads_every_attribute_of_unseen_renders(tmp_path):
+def test_command_line_judge_reads_every_attribute_of_unseen_renders(protocol_judge):
     """The metric's protocol: >= 98% per attribute on 600 held-out 64x64 renders (1-2 minutes:
-    it renders and trains the full judge)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "t2igan.metrics.judge", "--cache", str(tmp_path)],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True)
-    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()
+    `python -m t2igan.metrics.judge` renders and trains the full judge; conftest runs it)."""
+    cache, stdout = protocol_judge
+    rows = {line.split()[0]: line.split() for line in stdout.splitlines()
             if line.split() and line.split()[0] in ATTRIBUTE_NAMES}
     assert set(rows) == set(ATTRIBUTE_NAMES)
     for name, (_, _values, _chance, accuracy) in rows.items():
-        assert float(accuracy) >= 0.98, f"{name}: {accuracy}\n{result.stdout}"
-    assert list(tmp_path.glob("judge-*.npz"))
+        assert float(accuracy) >= 0.98, f"{name}: {accuracy}\n{stdout}"
+    assert list(cache.glob("judge-*.npz"))
