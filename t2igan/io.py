@@ -46,15 +46,21 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda temp_path: temp_path.write_text(text, encoding="utf-8"))
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a local sqlite URL (`sqlite:///<path>`), None for any other URL."""
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
+
 @contextlib.contextmanager
 def sqlite_lock(url: str) -> Iterator[None]:
     """Holds an exclusive lock on `<database>.lock` beside a local sqlite database
     (`sqlite:///<path>`) while inside, so processes on one machine that set the database up at
     the same time take turns. Any other URL (a database server) is not locked."""
-    if not url.startswith("sqlite:///"):
+    database = sqlite_path(url)
+    if database is None:
         yield
         return
-    lock_path = Path(url.removeprefix("sqlite:///") + ".lock")
+    lock_path = Path(f"{database}.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from t2igan.io import sqlite_lock
+from t2igan.io import sqlite_lock, sqlite_path
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, str]:
@@ -57,8 +57,10 @@ class NullTracker:
 class MlflowTracker:
     """One MLflow run, created or (with `run_id`) reopened.
 
-    `uri` is the tracking URI; with a local sqlite store, artifacts go to `artifact_root`
-    (an absolute folder) rather than a path relative to whatever the working directory is.
+    `uri` is the tracking URI. An experiment this tracker creates keeps its artifacts in
+    `artifact_root`; by default, for a local sqlite store, `mlartifacts/` beside the database
+    (as `mlflow server` does) instead of MLflow's `./mlruns` under whatever folder the command
+    ran in; a server decides for itself.
     `tags` are set on the run (e.g. `mlflow.parentRunId`, which makes it a child run).
     """
 
@@ -84,6 +86,7 @@ class MlflowTracker:
             if existing is not None:
                 experiment_id = existing.experiment_id
             else:
+                artifact_root = artifact_root or local_artifact_root(uri)
                 location = Path(artifact_root).resolve().as_uri() if artifact_root else None
                 experiment_id = self.client.create_experiment(experiment, artifact_location=location)
         self.resumed = False
@@ -154,6 +157,12 @@ class MlflowTracker:
         self.client.set_terminated(self.run_id, status=status)
 
 
+def local_artifact_root(uri: str) -> Path | None:
+    """`mlartifacts/` beside the database of a local sqlite URI; None for any other store."""
+    database = sqlite_path(uri)
+    return None if database is None else database.resolve().parent / "mlartifacts"
+
+
 def default_tracking_uri(root: str | Path) -> str:
     """`sqlite:////abs/root/mlflow.db`: absolute, so it holds wherever the process runs."""
     return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
@@ -176,6 +185,5 @@ def make_tracker(*, enabled: bool, uri: str | None, experiment: str, root: str |
         experiment=experiment,
         run_name=run_name,
         run_id=run_id,
-        artifact_root=None if uri else Path(root).resolve() / "mlartifacts",
         tags=tags,
     )

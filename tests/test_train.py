@@ -185,6 +185,23 @@ def _open_tracker(uri: str) -> str:
     return tracker.run_id
 
 
+def test_a_local_sqlite_store_keeps_artifacts_beside_it_not_in_the_working_folder(tmp_path, monkeypatch):
+    # tracking.uri=sqlite:///<path> (or MLFLOW_TRACKING_URI): MLflow alone would put a new
+    # experiment's artifacts in ./mlruns of whatever folder the command ran in.
+    import numpy as np
+
+    from t2igan.tracking import MlflowTracker
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    tracker = MlflowTracker(uri=f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}", experiment="t2igan", run_name="r")
+    tracker.log_image(np.zeros((4, 4, 3), np.uint8), key="samples", step=1)
+    tracker.finish()
+    assert list((tmp_path / "store" / "mlartifacts").rglob("samples*.png"))
+    assert not list(elsewhere.iterdir())
+
+
 def test_runs_started_together_share_a_new_tracking_store(tmp_path):
     # Without the store lock most of these fail: each process creates the new sqlite file's
     # tables ("table ... already exists") or the experiment.
