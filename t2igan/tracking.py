@@ -57,10 +57,9 @@ class NullTracker:
 class MlflowTracker:
     """One MLflow run, created or (with `run_id`) reopened.
 
-    `uri` is the tracking URI. An experiment this tracker creates keeps its artifacts in
-    `artifact_root`; by default, for a local sqlite store, `mlartifacts/` beside the database
-    (as `mlflow server` does) instead of MLflow's `./mlruns` under whatever folder the command
-    ran in; a server decides for itself.
+    `uri` is the tracking URI. An experiment this tracker creates in a local sqlite store keeps
+    its artifacts in `mlartifacts/` beside the database (as `mlflow server` does), not in
+    MLflow's `./mlruns` under whatever folder the command ran in; a server decides for itself.
     `tags` are set on the run (e.g. `mlflow.parentRunId`, which makes it a child run).
     """
 
@@ -71,7 +70,6 @@ class MlflowTracker:
         experiment: str,
         run_name: str,
         run_id: str | None = None,
-        artifact_root: str | Path | None = None,
         tags: dict[str, str] | None = None,
     ):
         import mlflow
@@ -86,8 +84,8 @@ class MlflowTracker:
             if existing is not None:
                 experiment_id = existing.experiment_id
             else:
-                artifact_root = artifact_root or local_artifact_root(uri)
-                location = Path(artifact_root).resolve().as_uri() if artifact_root else None
+                artifacts = local_artifact_root(uri)
+                location = artifacts.as_uri() if artifacts else None
                 experiment_id = self.client.create_experiment(experiment, artifact_location=location)
         self.resumed = False
         if run_id is not None and self._reopenable(run_id, experiment_id):
