@@ -174,6 +174,7 @@ class SampleGrid(_EveryN):
         self.last_path: Path | None = None
 
     def render(self) -> np.ndarray:
+        self.model.refresh_standing_statistics()
         images = to_uint8(self.model.generate(self.noise, self.text_embeddings))
         return image_grid(images.reshape(*self.shape, *images.shape[1:]), self.captions)
 
@@ -216,6 +217,7 @@ class Evaluation(_EveryN):
         self.latest: dict[str, float] = {}
 
     def act(self, step: int, logs: dict) -> None:
+        self.model.refresh_standing_statistics()
         self.latest = {name: float(value) for name, value in self.evaluate(self.model.generate).items()}
         self.logger.latest.update(self.latest)
         self.tracker.log_metrics(self.latest, step=step)

@@ -170,6 +170,7 @@ SCHEMA: dict[str, dict[str, Callable]] = {
         "eval_every": _integer(0), "collapse_patience": _integer(0),
         "collapse_real_above": RATE, "collapse_fake_below": RATE, "collapse_fooled_above": RATE,
         "collapse_diversity_below": _number(0.0, 10.0), "collapse_diversity_patience": POSITIVE,
+        "standing_statistics": _integer(0),
     },
     "metrics": {
         "names": _metric_names, "inception_path": _optional_text, "inception_sha256": _optional_text,

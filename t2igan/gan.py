@@ -3,6 +3,7 @@
 from dataclasses import dataclass, fields
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -136,6 +137,8 @@ class TextToImageGAN(keras.Model):
         self.trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES}
         for ema_weight, weight in zip(generator_ema.weights, generator.weights):
             ema_weight.assign(weight)
+        self._statistics_inputs = None  # see use_standing_statistics
+        self._statistics_step = None
 
     def compile(self, g_optimizer: keras.optimizers.Optimizer, d_optimizer: keras.optimizers.Optimizer, **kwargs):
         super().compile(**kwargs)
@@ -168,6 +171,39 @@ class TextToImageGAN(keras.Model):
     def call(self, inputs, training=False):
         noise, text_embeddings = inputs
         return self.generator([noise, text_embeddings], training=training)[0]
+
+    def use_standing_statistics(self, noise, text_embeddings, *, batch_size: int) -> None:
+        """Measure the EMA generator's BatchNorm statistics on these inputs before it generates.
+
+        Training copies G's running statistics into the EMA generator, but they describe G's
+        activations, not those of the averaged weights; BigGAN recomputes them for the averaged
+        generator ("standing statistics"). `noise` (M, Z) and `text_embeddings` (M, T) are run
+        through it `batch_size` at a time, as in training (each batch normalised by its own
+        statistics), and the batches' statistics averaged; `refresh_standing_statistics` does
+        it once per step. Training itself is unchanged: the next step copies G's again.
+        """
+        self._statistics_inputs = (np.asarray(noise, np.float32), np.asarray(text_embeddings, np.float32),
+                                   batch_size)  # fmt: skip
+        self._statistics_step = None
+
+    def refresh_standing_statistics(self) -> None:
+        """Set the EMA generator's BatchNorm statistics to their mean over the inputs of
+        `use_standing_statistics`, unless done at this step already (or never asked for)."""
+        if self._statistics_inputs is None or self._statistics_step == self.step:
+            return
+        noise, text_embeddings, batch_size = self._statistics_inputs
+        norms = batch_norms(self.generator_ema)
+        momenta = [norm.momentum for norm in norms]
+        try:
+            for count, start in enumerate(range(0, len(noise), batch_size), start=1):
+                for norm in norms:  # running statistics = mean of the batches' so far
+                    norm.momentum = (count - 1) / count
+                stop = start + batch_size
+                self.generator_ema([noise[start:stop], text_embeddings[start:stop]], training=True)
+        finally:
+            for norm, momentum in zip(norms, momenta):
+                norm.momentum = momentum
+        self._statistics_step = self.step
 
     def generate(self, noise, text_embeddings, *, use_ema: bool = True):
         """(B, noise_dim) noise and (B, T) embeddings -> (B, S, S, 3) images in [-1, 1]."""
@@ -367,9 +403,21 @@ class TextToImageGAN(keras.Model):
         decay = ops.minimum(self.balance.ema_decay, (1.0 + step) / (10.0 + step))
         for ema_weight, weight in zip(self.generator_ema.trainable_weights, self.generator.trainable_weights):
             ema_weight.assign(decay * ema_weight + (1.0 - decay) * weight)
-        # BatchNorm statistics are copied, not averaged: they describe G's current activations.
+        # BatchNorm statistics are copied, not averaged: they describe G's current activations
+        # (refresh_standing_statistics measures the EMA generator's own before it generates).
         for ema_weight, weight in zip(self.generator_ema.non_trainable_weights, self.generator.non_trainable_weights):
             ema_weight.assign(weight)
+
+
+def batch_norms(model: keras.Model) -> list:
+    """Every BatchNormalization layer in `model`, nested models included."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        elif hasattr(layer, "layers"):
+            found.extend(batch_norms(layer))
+    return found
 
 
 def build_gan(

@@ -21,7 +21,7 @@ NOT_IDENTITY = {
     "trainer.run_name", "trainer.resume", "trainer.objective", "trainer.progress",
     "trainer.eval_every", "trainer.collapse_patience", "trainer.collapse_real_above",
     "trainer.collapse_fake_below", "trainer.collapse_fooled_above",
-    "trainer.collapse_diversity_below", "trainer.collapse_diversity_patience",
+    "trainer.collapse_diversity_below", "trainer.collapse_diversity_patience", "trainer.standing_statistics",
     "text.batch_size", "text.device", "text.cache_dir",
 }  # fmt: skip
 

@@ -34,6 +34,7 @@ from t2igan.tracking import flatten, git_commit
 FIT_OPTIONS = (
     "steps", "batch_size", "log_every", "sample_every", "checkpoint_every",
     "sample_captions", "sample_noises", "resume", "objective", "progress", "eval_every", "minutes",
+    "standing_statistics",
 )  # fmt: skip
 # Objectives where higher is better (Inception Score and R-precision by their prefix).
 MAXIMIZED = ("eval/attr_acc", "eval/diversity", "perf/images_per_second")
@@ -56,6 +57,15 @@ def _embed_splits(embedder, train_split, sample_split, sample_captions: int):
     vectors = embedder.embed(captions + grid_captions)
     train_embeddings = vectors[: len(captions)].reshape(len(train_split), -1, vectors.shape[-1])
     return train_embeddings, grid_captions, vectors[len(captions) :]
+
+
+def _statistics_inputs(train_embeddings: np.ndarray, count: int, noise_dim: int, seed: int):
+    """`count` random training captions (N, C, T) with noise, fixed for the run: what the EMA
+    generator's standing statistics are measured on."""
+    rng = np.random.default_rng([seed, 7])
+    images = rng.integers(len(train_embeddings), size=count)
+    captions = rng.integers(train_embeddings.shape[1], size=count)
+    return rng.standard_normal((count, noise_dim)).astype(np.float32), train_embeddings[images, captions]
 
 
 def fit(
@@ -82,6 +92,7 @@ def fit(
     log_model: bool,
     eval_every: int = 0,
     minutes: float | None = None,
+    standing_statistics: int = 0,
     evaluate: Callable | None = None,
     ada=None,
     ada_interval: int = 4,
@@ -99,6 +110,8 @@ def fit(
     `evaluate(generate) -> {name: value}` (e.g. the toybirds judge's metrics) runs every
     `eval_every` steps and at the end. `ada` (AdaController), `auto_balance` (AutoBalance) and
     `collapse_detector` (CollapseDetector) are optional controllers; None switches one off.
+    `standing_statistics` > 0 measures the EMA generator's BatchNorm statistics on that many fixed
+    training captions before it draws, is judged or is saved (0: it keeps G's).
     `report_objective(step, value) -> stop` receives each new objective value (a sweep trial
     reporting to its study); when it returns True, training stops, the checkpoint is saved,
     the tracking run ends KILLED and `t2igan.sweep.Pruned` is raised.
@@ -122,6 +135,9 @@ def fit(
     train_embeddings, grid_captions, grid_embeddings = _embed_splits(
         embedder, train_split, sample_split, sample_captions
     )
+    if standing_statistics:
+        gan.use_standing_statistics(*_statistics_inputs(train_embeddings, standing_statistics, gan.noise_dim, seed),
+                                    batch_size=batch_size)  # fmt: skip
     tracker = open_tracker(folder.read_state().get("mlflow_run_id") if resume else None)
     folder.path.mkdir(parents=True, exist_ok=True)
     folder.write_state(mlflow_run_id=tracker.run_id)
@@ -136,6 +152,7 @@ def fit(
         def save(step: int) -> None:
             if logger.failure:  # never replace the last good checkpoint with diverged weights
                 return
+            gan.refresh_standing_statistics()
             save_checkpoint(folder.checkpoint, gan, config=config, metrics=logger.latest,
                             mlflow_run_id=tracker.run_id, train_seconds=budget.elapsed())  # fmt: skip
 
@@ -192,6 +209,7 @@ def fit(
         if log_checkpoint and trains:
             tracker.log_artifact(folder.checkpoint)
         if log_model and trains:
+            gan.refresh_standing_statistics()
             generator = save_checkpoint(folder.generator, gan, groups=("generator_ema",), config=config)
             tracker.log_generator(generator, grid_captions[:2])
         status = "FINISHED"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from t2igan.checkpoint import restore_checkpoint, save_checkpoint
-from t2igan.gan import build_gan
+from t2igan.gan import batch_norms, build_gan
 
 TINY = dict(
     image_size=32, noise_dim=8, condition_dim=4, text_dim=6, width=0.0625, dropout=0.0,
@@ -175,3 +175,51 @@ def test_the_contrastive_term_trains_d_heads_on_real_pairs_and_g_through_them(ar
     assert logged["g/total"] > logged["g/adv"]  # G pays it
     assert all(not np.array_equal(weight.numpy(), old) for weight, old in zip(heads.weights, before))  # D learns it
     assert run_steps(tiny_gan(architecture), 1)[-1]["g/contrastive"] == 0.0  # off by default
+
+
+def _statistics_inputs(count, seed=3):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((count, TINY["noise_dim"])).astype("float32"),
+            rng.standard_normal((count, TINY["text_dim"])).astype("float32"))  # fmt: skip
+
+
+def test_standing_statistics_are_the_ema_generators_own_batch_statistics():
+    gan = tiny_gan("fusion")  # (StackGAN's generator samples its condition in training mode)
+    run_steps(gan, 3)  # the EMA generator's weights now differ from G's, whose statistics it holds
+    noise, text = _statistics_inputs(64)
+    with_batch_statistics = np.asarray(gan.generator_ema([noise, text], training=True)[0])
+    copied = np.asarray(gan.generate(noise, text))
+    gan.use_standing_statistics(noise, text, batch_size=64)
+    gan.refresh_standing_statistics()
+    standing = np.asarray(gan.generate(noise, text))
+    # One batch of 64: its statistics normalise it in inference as they did in training mode
+    # (up to the unbiased variance the running statistics keep).
+    standing_error = np.abs(standing - with_batch_statistics).mean()
+    assert standing_error < 1e-3
+    assert np.abs(copied - with_batch_statistics).mean() > 10 * standing_error
+
+
+@pytest.mark.parametrize("architecture", ["stackgan", "fusion"])
+def test_standing_statistics_average_the_batches_and_leave_training_alone(architecture):
+    gan = tiny_gan(architecture)
+    run_steps(gan, 2)
+    norm = batch_norms(gan.generator_ema)[-1]
+    before_norm = keras.Model(gan.generator_ema.inputs, norm.input)
+    noise, text = _statistics_inputs(48)
+    sampled = [layer.seed_generator.state for layer in gan.generator_ema.layers if hasattr(layer, "seed_generator")]
+    start = [state.numpy() for state in sampled]  # StackGAN's condition is sampled: same draws below
+    batch_means = [np.asarray(before_norm([noise[i:i + 16], text[i:i + 16]], training=True)).mean(axis=(0, 1, 2))
+                   for i in (0, 16, 32)]  # fmt: skip
+    momentum = norm.momentum
+    for state, value in zip(sampled, start):
+        state.assign(value)
+    gan.use_standing_statistics(noise, text, batch_size=16)
+    gan.refresh_standing_statistics()
+    np.testing.assert_allclose(norm.moving_mean.numpy(), np.mean(batch_means, axis=0), rtol=1e-4, atol=1e-5)
+    assert norm.momentum == momentum
+    measured = norm.moving_mean.numpy()
+    gan.refresh_standing_statistics()  # same step: nothing to do
+    np.testing.assert_array_equal(norm.moving_mean.numpy(), measured)
+    run_steps(gan, 1)  # training copies G's running statistics again, as without standing statistics
+    g_norm = batch_norms(gan.generator)[-1]
+    np.testing.assert_array_equal(norm.moving_mean.numpy(), g_norm.moving_mean.numpy())

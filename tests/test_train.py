@@ -123,6 +123,15 @@ def test_train_returns_the_objective(tmp_path, monkeypatch):
     value = train(cfg)
     assert isinstance(value, float) and np.isfinite(value) and value > 0
     assert not (tmp_path / "mlflow.db").exists()
+    # The saved EMA generator has BatchNorm statistics of its own (trainer.standing_statistics),
+    # not copies of G's.
+    (checkpoint,) = (tmp_path / "runs").glob("*/checkpoint.npz")
+    with np.load(checkpoint) as store:
+        layout = read_header(checkpoint)["layout"]
+        means = {group: [store[f"{group}/{index:04d}"] for index, (path, _) in enumerate(layout[group])
+                         if path.endswith("moving_mean")] for group in ("generator", "generator_ema")}  # fmt: skip
+    assert means["generator"] and all(
+        not np.allclose(own, copied) for own, copied in zip(means["generator_ema"], means["generator"]))
 
 
 def test_trainer_minutes_stops_a_run_and_counts_its_time_over_resumes(tmp_path, monkeypatch, capsys):
