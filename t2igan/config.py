@@ -257,10 +257,6 @@ def _cross_checks(config: dict) -> list[str]:
                      "spectral or none (BatchNorm couples the batch)")
     if balance.get("ada_target") is not None and not balance.get("diffaugment"):
         found.append("balance.ada_target adapts the probability of balance.diffaugment, which is empty")
-    if trainer.get("precision") == "mixed_bfloat16" and config.get("balance", {}).get("d_norm") == "spectral":
-        # Keras' SpectralNormalization writes the normalised kernel back in the compute dtype,
-        # which would round D's weights to bfloat16 every step.
-        found.append("trainer.precision=mixed_bfloat16 does not work with balance.d_norm=spectral")
     if data.get("name") == "toybirds" and isinstance(data.get("image_size"), int) and data["image_size"] < 32:
         found.append(f"data.image_size: toybirds draws at 32 px or more (got {data['image_size']})")
     metric_names = config.get("metrics", {}).get("names") or []

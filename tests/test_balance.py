@@ -223,3 +223,38 @@ def test_standing_statistics_average_the_batches_and_leave_training_alone(archit
     run_steps(gan, 1)  # training copies G's running statistics again, as without standing statistics
     g_norm = batch_norms(gan.generator)[-1]
     np.testing.assert_array_equal(norm.moving_mean.numpy(), g_norm.moving_mean.numpy())
+
+
+@pytest.fixture
+def mixed_bfloat16():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("architecture", ["stackgan", "fusion"])
+def test_the_default_recipe_trains_in_mixed_bfloat16_with_float32_spectral_norm(mixed_bfloat16, architecture):
+    from t2igan.metrics.matcher import Matcher, build_matcher
+
+    keras.mixed_precision.set_global_policy("float32")  # the matcher is trained and saved in float32
+    matcher = Matcher(build_matcher(32, TINY["text_dim"], embedding_dim=8, width=4))
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    gan = build_gan(**{**TINY, "d_norm": "spectral"}, **ARCHITECTURES[architecture], seed=1, minibatch_std=True,
+                    matching_weight=1.0, mode_seeking_weight=1.0, matcher_critic_weight=0.5, matcher=matcher)
+    logged = run_steps(gan, 2)[-1]
+    assert all(math.isfinite(value) for value in logged.values()), logged
+    kernels = [layer.kernel for layer in _spectral_norms(gan.discriminator) + _spectral_norms(gan.matcher_critic)]
+    assert len(kernels) > 4
+    for kernel in kernels:  # normalised in float32: not rounded to bfloat16 by the write-back
+        value = keras.ops.convert_to_numpy(kernel)
+        assert value.dtype == np.float32
+        rounded = keras.ops.convert_to_numpy(keras.ops.cast(keras.ops.cast(value, "bfloat16"), "float32"))
+        assert not np.array_equal(value, rounded)
+
+
+def _spectral_norms(model) -> list:
+    found = []
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.SpectralNormalization):
+            found.append(layer)
+    return found

@@ -99,15 +99,33 @@ def batch_spread_channel(features):
     """ProGAN's minibatch standard deviation: (B, H, W, C) -> (B, H, W, 1) holding how much the
     batch's features vary, so a collapsed batch of fakes looks different from a real one."""
     spread = ops.mean(ops.std(ops.cast(features, "float32"), axis=0))
-    return ops.cast(ops.ones_like(features[..., :1]) * spread, features.dtype)
+    return ops.cast(ops.ones_like(features[..., :1], dtype="float32") * spread, features.dtype)
+
+
+@keras.saving.register_keras_serializable(package="t2igan")
+class SpectralNorm(layers.SpectralNormalization):
+    """Keras' spectral normalisation (SN-GAN), kept in float32 under mixed precision.
+
+    Keras' wrapper divides the kernel by its largest singular value and writes the result back
+    into the kernel on every training call. Under `mixed_bfloat16` it would read the float32
+    kernel in the compute dtype, so every write-back rounded D's weights to bfloat16 (8 bits of
+    mantissa: Adam's updates of ~1e-4 relative size vanish). Here the wrapper computes in
+    float32 (its outputs are float32); the wrapped layer still computes in its own policy.
+    """
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(layer, **{**kwargs, "dtype": "float32"})
+
+
+def spectral(layer):
+    """`layer` wrapped in spectral normalisation (`SpectralNorm`)."""
+    return SpectralNorm(layer, name=f"{layer.name}_sn")
 
 
 def spectral_if(layer, norm: str):
     """`layer` wrapped in spectral normalisation when `norm` is "spectral", else `layer` itself
-    (the discriminators' `norm` option; the wrapper keeps the layer's dtype policy)."""
-    if norm != "spectral":
-        return layer
-    return layers.SpectralNormalization(layer, name=f"{layer.name}_sn", dtype=layer.dtype_policy)
+    (the discriminators' `norm` option)."""
+    return spectral(layer) if norm == "spectral" else layer
 
 
 # Discriminator normalisations (both discriminators take all three): "batch": the seed's

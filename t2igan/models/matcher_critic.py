@@ -14,6 +14,7 @@ the matcher misreads, the heads keep learning from real, fake and mismatched pai
 import keras
 from keras import layers, ops
 
+from t2igan.models.blocks import SpectralNorm
 from t2igan.models.fusion import text_match_terms, text_scale
 
 
@@ -29,7 +30,6 @@ class MatcherCritic(keras.Model):
 
     def __init__(self, image_tower: keras.Model, *, text_dim: int, channels: int = 64, **kwargs):
         super().__init__(**kwargs)
-        SpectralNorm = layers.SpectralNormalization
         maps = [layer.output for layer in image_tower.layers if isinstance(layer, layers.LeakyReLU)][1:]
         if not maps:
             raise ValueError("the matcher's image tower has no LeakyReLU blocks after its first to judge from")
