@@ -5,6 +5,7 @@ each group into objects built from plain arguments, and hands them to `t2igan.tr
 `train(cfg)` returns the objective, so a sweep optimises exactly what a single run reports.
 """
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def train(cfg: DictConfig) -> float:
     absolute_paths(config)
     data, text, model, balance, optim, run = (config[key] for key in
                                               ("data", "text", "model", "balance", "optim", "trainer"))  # fmt: skip
-    keras.mixed_precision.set_global_policy(run["precision"])
+    keras.mixed_precision.set_global_policy("float32")  # see _precision
     keras.utils.set_random_seed(config["seed"])
 
     splits = load_dataset(**data, cache_dir=Path(config["paths"]["cache"]) / "data", progress=run["progress"])
@@ -67,12 +68,13 @@ def train(cfg: DictConfig) -> float:
     if not run["resume"]:
         folder = folder.unused()
         name = folder.path.name
-    gan = build_gan(
-        **_without_name(model), **_without_name(balance), **_without_name(optim),
-        seed=config["seed"], jit_compile=run["jit_compile"],
-        steps_per_execution=run["steps_per_execution"],
-        matcher=_matcher(config, splits, embedder, progress=run["progress"]) if uses_matcher else None,
-    )  # fmt: skip
+    matcher = _matcher(config, splits, embedder, progress=run["progress"]) if uses_matcher else None
+    with _precision(run["precision"]):
+        gan = build_gan(
+            **_without_name(model), **_without_name(balance), **_without_name(optim),
+            seed=config["seed"], jit_compile=run["jit_compile"],
+            steps_per_execution=run["steps_per_execution"], matcher=matcher,
+        )  # fmt: skip
 
     evaluate = _evaluation(splits, embedder, config, progress=run["progress"]) if run["eval_every"] else None
 
@@ -101,6 +103,20 @@ def train(cfg: DictConfig) -> float:
         **_controllers(balance, run),
         report_objective=trial.report if trial else None,
     )
+
+
+@contextlib.contextmanager
+def _precision(policy: str):
+    """Build G and D (only them) in trainer.precision. The judge, the matcher and the metric
+    networks stay float32 whatever it is: they are cached and shared by every run (a matcher
+    trained in bfloat16 would be cached as the float32 one) and they fix the metrics' protocol."""
+    import keras
+
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 def _matcher(config: dict, splits: dict, embedder, *, progress: bool):

@@ -158,24 +158,46 @@ def test_trainer_minutes_stops_a_run_and_counts_its_time_over_resumes(tmp_path, 
     assert resumed["step"] == 3 and resumed["train_seconds"] > header["train_seconds"]
 
 
-def test_a_run_is_judged_during_training_and_the_judge_can_be_its_objective(tmp_path, monkeypatch):
+@pytest.mark.parametrize("recipe", [[], ["trainer.precision=mixed_bfloat16", "model=fusion",
+                                     "balance=matching_critic", "metrics.matcher_epochs=1"]])  # fmt: skip
+def test_a_run_is_judged_during_training_and_the_judge_can_be_its_objective(tmp_path, monkeypatch, recipe):
     """trainer.eval_every: the toybirds judge's metrics reach MLflow, the checkpoint and the
-    objective. A small judge (seconds to train, not the protocol's minutes) stands in."""
+    objective. A small judge (seconds to train, not the protocol's minutes) stands in. In
+    mixed_bfloat16 only G and D compute in bfloat16: the judge and the matcher (trained here on
+    first use, then cached for every run) stay float32."""
     from hydra import compose, initialize_config_dir
 
+    import keras
+
     from t2igan.metrics import judge as judge_module
+    from t2igan.metrics.matcher import load_matcher
     from t2igan.train import train
 
-    small_judge = judge_module.load_or_train_judge(tmp_path / "judge", image_size=64, num_images=256,
-                                                   epochs=1, progress=False)  # fmt: skip
-    monkeypatch.setattr(judge_module, "load_or_train_judge", lambda *args, **kwargs: small_judge)
+    load_or_train_judge = judge_module.load_or_train_judge
+    judges = []  # every judge the run builds
+
+    def small_judge(*args, **kwargs):  # built where the run asks for it, from weights cached here
+        judges.append(load_or_train_judge(tmp_path / "judge", image_size=64, num_images=256, epochs=1,
+                                          progress=False))  # fmt: skip
+        return judges[-1]
+
+    small_judge()  # trained and cached before the run
+    judges.clear()
+    monkeypatch.setattr(judge_module, "load_or_train_judge", small_judge)
     monkeypatch.setenv("T2IGAN_ROOT", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["experiment=smoke", "trainer.progress=false", "trainer.eval_every=2",
-                                           "trainer.objective=eval/attr_acc"])  # fmt: skip
+                                           "trainer.objective=eval/attr_acc", *recipe])  # fmt: skip
     value = train(cfg)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # set by mlflow during the run
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert judges and all({layer.dtype_policy.name for layer in judge.model.layers} == {"float32"}
+                          for judge in judges)  # fmt: skip
+    matchers = list((tmp_path / "cache" / "metrics").rglob("*.keras"))
+    assert len(matchers) == (1 if recipe else 0)
+    assert all({layer.dtype_policy.name for layer in load_matcher(path).model.layers} == {"float32"}
+               for path in matchers)  # fmt: skip
 
     assert 0.0 <= value <= 1.0
     header = read_header(only_run_folder(tmp_path) / "checkpoint.npz")
