@@ -226,18 +226,16 @@ def test_standing_statistics_average_the_batches_and_leave_training_alone(archit
 
 
 @pytest.fixture
-def mixed_bfloat16():
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+def float32_afterwards():
     yield
     keras.mixed_precision.set_global_policy("float32")
 
 
 @pytest.mark.parametrize("architecture", ["stackgan", "fusion"])
-def test_the_default_recipe_trains_in_mixed_bfloat16_with_float32_spectral_norm(mixed_bfloat16, architecture):
+def test_the_default_recipe_trains_in_mixed_bfloat16_with_float32_spectral_norm(float32_afterwards, architecture):
     from t2igan.metrics.matcher import Matcher, build_matcher
 
-    keras.mixed_precision.set_global_policy("float32")  # the matcher is trained and saved in float32
-    matcher = Matcher(build_matcher(32, TINY["text_dim"], embedding_dim=8, width=4))
+    matcher = Matcher(build_matcher(32, TINY["text_dim"], embedding_dim=8, width=4))  # float32, as trained
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     gan = build_gan(**{**TINY, "d_norm": "spectral"}, **ARCHITECTURES[architecture], seed=1, minibatch_std=True,
                     matching_weight=1.0, mode_seeking_weight=1.0, matcher_critic_weight=0.5, matcher=matcher)
@@ -253,8 +251,5 @@ def test_the_default_recipe_trains_in_mixed_bfloat16_with_float32_spectral_norm(
 
 
 def _spectral_norms(model) -> list:
-    found = []
-    for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, keras.layers.SpectralNormalization):
-            found.append(layer)
-    return found
+    return [layer for layer in model._flatten_layers(include_self=False)
+            if isinstance(layer, keras.layers.SpectralNormalization)]  # fmt: skip

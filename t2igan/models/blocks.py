@@ -117,15 +117,10 @@ class SpectralNorm(layers.SpectralNormalization):
         super().__init__(layer, **{**kwargs, "dtype": "float32"})
 
 
-def spectral(layer):
-    """`layer` wrapped in spectral normalisation (`SpectralNorm`)."""
-    return SpectralNorm(layer, name=f"{layer.name}_sn")
-
-
 def spectral_if(layer, norm: str):
-    """`layer` wrapped in spectral normalisation when `norm` is "spectral", else `layer` itself
-    (the discriminators' `norm` option)."""
-    return spectral(layer) if norm == "spectral" else layer
+    """`layer` wrapped in spectral normalisation (`SpectralNorm`) when `norm` is "spectral", else
+    `layer` itself (the discriminators' `norm` option)."""
+    return SpectralNorm(layer, name=f"{layer.name}_sn") if norm == "spectral" else layer
 
 
 # Discriminator normalisations (both discriminators take all three): "batch": the seed's
