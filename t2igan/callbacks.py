@@ -231,14 +231,23 @@ class BalanceControl(keras.callbacks.Callback):
     real logits since its last update, sets the augmentation probability.
     `auto` (an AutoBalance or None): each time `logger` logs, from its interval means, sets D's
     learning rate to `base_d_lr` times the controller's scale.
+    `decay` (a LinearDecay, or any step -> factor, or None): before every update, sets G's and
+    D's learning rates to `base_g_lr` and `base_d_lr` (times `auto`'s scale) times its factor.
     """
 
-    def __init__(self, *, ada=None, ada_interval: int = 4, auto=None, base_d_lr: float = 0.0,
-                 logger: MetricLogger | None = None):
+    def __init__(self, *, ada=None, ada_interval: int = 4, auto=None, decay=None,
+                 base_g_lr: float = 0.0, base_d_lr: float = 0.0, logger: MetricLogger | None = None):
         super().__init__()
         self.ada, self.ada_interval = ada, ada_interval
-        self.auto, self.base_d_lr, self.logger = auto, base_d_lr, logger
+        self.auto, self.decay, self.logger = auto, decay, logger
+        self.base_g_lr, self.base_d_lr = base_g_lr, base_d_lr
         self._last_logged = None
+
+    def _factor(self, step: int) -> float:
+        return 1.0 if self.decay is None else self.decay(step)
+
+    def _d_lr(self, step: int) -> float:
+        return self.base_d_lr * (1.0 if self.auto is None else self.auto.value) * self._factor(step)
 
     def on_train_begin(self, logs=None):
         # The variables are the state (checkpointed); a resumed run's controllers start there.
@@ -248,8 +257,16 @@ class BalanceControl(keras.callbacks.Callback):
             self.ada.p = float(gan.augment_probability.numpy())
             gan.ada_signal.reset_state()
         if self.auto is not None:
-            self.auto.value = float(gan.d_optimizer.learning_rate.numpy()) / self.base_d_lr
+            # The rate was last set for the update from step - 1 (a fresh run's: the base rate).
+            last = self._factor(gan.step - 1) if gan.step else 1.0
+            self.auto.value = float(gan.d_optimizer.learning_rate.numpy()) / (self.base_d_lr * last)
             self._last_logged = self.logger.last_step
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.decay is not None:
+            gan = self.model
+            gan.g_optimizer.learning_rate.assign(self.base_g_lr * self._factor(gan.step))
+            gan.d_optimizer.learning_rate.assign(self._d_lr(gan.step))
 
     def on_train_batch_end(self, batch, logs=None):
         gan, step = self.model, self.model.step
@@ -259,7 +276,8 @@ class BalanceControl(keras.callbacks.Callback):
             gan.ada_signal.reset_state()
         if self.auto is not None and self.logger.last_step != self._last_logged:
             self._last_logged = self.logger.last_step
-            gan.d_optimizer.learning_rate.assign(self.base_d_lr * self.auto.update(self.logger.latest))
+            self.auto.update(self.logger.latest)
+            gan.d_optimizer.learning_rate.assign(self._d_lr(step))
 
 
 class CollapseWatch(keras.callbacks.Callback):

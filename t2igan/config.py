@@ -140,7 +140,7 @@ SCHEMA: dict[str, dict[str, Callable]] = {
     },
     "optim": {
         "name": _text, "g_lr": LEARNING_RATE, "d_lr": LEARNING_RATE,
-        "beta_1": RATE, "beta_2": RATE,
+        "beta_1": RATE, "beta_2": RATE, "decay_from": _optional(RATE),
     },
     "balance": {
         "name": _text, "loss": _choice(*LOSS_KINDS), "kl_weight": _number(0.0, 1e6),

@@ -133,6 +133,28 @@ class AutoBalance:
         return self.value
 
 
+class LinearDecay:
+    """pix2pix / CycleGAN's learning-rate schedule, as a factor on the base rates: 1 for the
+    updates before `start` * `steps`, then falling linearly towards 0 at step `steps`.
+
+    `factor(step)` is for the update that takes the run from `step` to `step + 1`, so the last
+    one (step `steps` - 1) still moves, at 1 / (the decaying updates) of the base rate.
+    `steps` is the run's length (trainer.steps): a resumed run given more steps recomputes the
+    schedule for its new length.
+    """
+
+    def __init__(self, *, steps: int, start: float):
+        if steps <= 0 or not 0.0 <= start < 1.0:
+            raise ValueError(f"LinearDecay needs steps > 0 and 0 <= start < 1, got {steps}, {start}")
+        self.steps = steps
+        self.first = int(start * steps)
+
+    def __call__(self, step: int) -> float:
+        if step < self.first:
+            return 1.0
+        return max(0.0, (self.steps - step) / (self.steps - self.first))
+
+
 class CollapseDetector:
     """Decides that a run has failed, from its interval signals, and says why in one line.
 

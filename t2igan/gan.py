@@ -19,7 +19,7 @@ METRIC_NAMES = (
     "d_score/real", "d_score/fake", "d_score/wrong", "d_sign/real",
     "d/ma_gp", "d/r1", "d/lecam", "d/contrastive", "d/matcher_critic", "g/matcher_critic",
     "grad_norm/d", "grad_norm/g",
-    "balance/augment_p", "balance/d_lr",
+    "balance/augment_p", "balance/d_lr", "balance/g_lr",
 )  # fmt: skip
 
 
@@ -281,6 +281,7 @@ class TextToImageGAN(keras.Model):
         values["grad_norm/g"] = tf.linalg.global_norm(g_grads)
         values["balance/augment_p"] = self.augment_probability
         values["balance/d_lr"] = self.d_optimizer.learning_rate
+        values["balance/g_lr"] = self.g_optimizer.learning_rate
         for name, value in values.items():
             self.trackers[name].update_state(value)
         return {name: tracker.result() for name, tracker in self.trackers.items()}

@@ -25,8 +25,9 @@ def absolute_paths(config: dict) -> None:
         config["data"]["root"] = str(Path(config["data"]["root"]).expanduser().resolve())
 
 
-def _without_name(group: dict) -> dict:
-    return {key: value for key, value in group.items() if key != "name"}
+def _without_name(group: dict, *others: str) -> dict:
+    """The group's values for a builder: without its `name` (and the keys in `others`)."""
+    return {key: value for key, value in group.items() if key != "name" and key not in others}
 
 
 def train(cfg: DictConfig) -> float:
@@ -71,7 +72,7 @@ def train(cfg: DictConfig) -> float:
     matcher = _matcher(config, splits, embedder, progress=run["progress"]) if uses_matcher else None
     with _precision(run["precision"]):
         gan = build_gan(
-            **_without_name(model), **_without_name(balance), **_without_name(optim),
+            **_without_name(model), **_without_name(balance), **_without_name(optim, "decay_from"),
             seed=config["seed"], jit_compile=run["jit_compile"],
             steps_per_execution=run["steps_per_execution"], matcher=matcher,
         )  # fmt: skip
@@ -100,7 +101,7 @@ def train(cfg: DictConfig) -> float:
         log_checkpoint=config["tracking"]["log_checkpoint"],
         log_model=config["tracking"]["log_model"],
         evaluate=evaluate,
-        **_controllers(balance, run),
+        **_controllers(balance, optim, run),
         report_objective=trial.report if trial else None,
     )
 
@@ -181,9 +182,9 @@ def _toybirds_evaluation(test_split, embedder, model: dict, config: dict, *, pro
                              seed=config["seed"])  # fmt: skip
 
 
-def _controllers(balance: dict, run: dict) -> dict:
-    """The balance group's controllers for `trainer.fit`; None where one is off."""
-    from t2igan.controllers import AdaController, AutoBalance, CollapseDetector
+def _controllers(balance: dict, optim: dict, run: dict) -> dict:
+    """The balance and optim groups' controllers for `trainer.fit`; None where one is off."""
+    from t2igan.controllers import AdaController, AutoBalance, CollapseDetector, LinearDecay
 
     ada = None
     if balance["ada_target"] is not None:
@@ -197,6 +198,8 @@ def _controllers(balance: dict, run: dict) -> dict:
             target_gap=balance["auto_target_gap"], band=balance["auto_band"],
             factor=balance["auto_factor"], low=1.0 / balance["auto_range"], high=balance["auto_range"],
         ) if balance["auto_balance"] else None,
+        "lr_decay": LinearDecay(steps=run["steps"], start=optim["decay_from"])
+        if optim["decay_from"] is not None else None,
         "collapse_detector": CollapseDetector(
             patience_intervals=run["collapse_patience"], real_score_above=run["collapse_real_above"],
             fake_score_below=run["collapse_fake_below"], fooled_score_above=run["collapse_fooled_above"],

@@ -97,6 +97,7 @@ def fit(
     ada=None,
     ada_interval: int = 4,
     auto_balance=None,
+    lr_decay=None,
     collapse_detector=None,
     report_objective: Callable[[int, float], bool] | None = None,
 ) -> float:
@@ -108,8 +109,9 @@ def fit(
     before that leaves no tracking run behind, and every failure after it ends the run FAILED.
     `config` is the resolved config, recorded with the run (folder, tracker, checkpoint).
     `evaluate(generate) -> {name: value}` (e.g. the toybirds judge's metrics) runs every
-    `eval_every` steps and at the end. `ada` (AdaController), `auto_balance` (AutoBalance) and
-    `collapse_detector` (CollapseDetector) are optional controllers; None switches one off.
+    `eval_every` steps and at the end. `ada` (AdaController), `auto_balance` (AutoBalance),
+    `lr_decay` (LinearDecay) and `collapse_detector` (CollapseDetector) are optional
+    controllers; None switches one off.
     `standing_statistics` > 0 measures the EMA generator's BatchNorm statistics on that many fixed
     training captions before it draws, is judged or is saved (0: it keeps G's).
     `report_objective(step, value) -> stop` receives each new objective value (a sweep trial
@@ -163,10 +165,10 @@ def fit(
         callbacks = [ProgressBar(steps, batch_size, enabled=progress), logger]
         callbacks += [evaluation] if evaluation else []
         callbacks += [grid]
-        if ada is not None or auto_balance is not None:
-            base_d_lr = float(config["optim"]["d_lr"])
-            callbacks.append(BalanceControl(ada=ada, ada_interval=ada_interval, auto=auto_balance,
-                                            base_d_lr=base_d_lr, logger=logger))  # fmt: skip
+        if ada is not None or auto_balance is not None or lr_decay is not None:
+            callbacks.append(BalanceControl(ada=ada, ada_interval=ada_interval, auto=auto_balance, decay=lr_decay,
+                                            base_g_lr=float(config["optim"]["g_lr"]),
+                                            base_d_lr=float(config["optim"]["d_lr"]), logger=logger))  # fmt: skip
         watch = CollapseWatch(collapse_detector, tracker, logger, evaluation) if collapse_detector else None
         callbacks += [watch] if watch else []
         pruning = ObjectiveReport(report_objective, objective, logger, evaluation, steps) if report_objective else None
