@@ -263,8 +263,8 @@ class BalanceControl(keras.callbacks.Callback):
             self._last_logged = self.logger.last_step
 
     def on_train_batch_begin(self, batch, logs=None):
+        gan = self.model
         if self.decay is not None:
-            gan = self.model
             gan.g_optimizer.learning_rate.assign(self.base_g_lr * self._factor(gan.step))
             gan.d_optimizer.learning_rate.assign(self._d_lr(gan.step))
 
@@ -277,7 +277,9 @@ class BalanceControl(keras.callbacks.Callback):
         if self.auto is not None and self.logger.last_step != self._last_logged:
             self._last_logged = self.logger.last_step
             self.auto.update(self.logger.latest)
-            gan.d_optimizer.learning_rate.assign(self._d_lr(step))
+            # With the last update's factor, so a checkpoint taken now holds the new scale
+            # where on_train_begin looks for it; the next update's factor is set before it runs.
+            gan.d_optimizer.learning_rate.assign(self._d_lr(step - 1))
 
 
 class CollapseWatch(keras.callbacks.Callback):

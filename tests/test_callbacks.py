@@ -1,10 +1,12 @@
 """The callbacks that evaluate, steer and stop a run, on a tiny GAN with stand-in controllers."""
 
+import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from t2igan.callbacks import BalanceControl, CollapseWatch, Evaluation, MetricLogger
-from t2igan.controllers import AdaController
+from t2igan.controllers import AdaController, AutoBalance, LinearDecay
 from t2igan.gan import build_gan
 
 TINY = dict(
@@ -95,3 +97,35 @@ def test_balance_control_feeds_ada_the_real_sign_mean_every_interval_and_sets_p(
     resumed = AdaController(batch_size=4, interval=4)
     fit(gan, 1, [BalanceControl(ada=resumed, ada_interval=4)])
     assert resumed.p == np.float32(0.7)  # the controller starts from the variable
+
+
+class RecordsLearningRates(keras.callbacks.Callback):
+    """The rates each update runs with (BalanceControl, listed before it, has set them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rates = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rates.extend((float(self.model.g_optimizer.learning_rate.numpy()),
+                           float(self.model.d_optimizer.learning_rate.numpy())))  # fmt: skip
+
+
+def test_balance_control_decays_both_rates_and_keeps_auto_balance_scale_across_a_resume():
+    gan = build_gan(**{**TINY, "g_lr": 1e-3, "d_lr": 4e-3}, seed=0)
+    tracker = RecordingTracker()
+    logger = MetricLogger(tracker, every=2, batch_size=4)
+    auto = AutoBalance(target_gap=5.0, band=0.0, factor=2.0, low=0.125, high=16.0)  # gap always below: D x2
+    rates = RecordsLearningRates()
+    control = dict(decay=LinearDecay(steps=6, start=0.5), base_g_lr=1e-3, base_d_lr=4e-3, logger=logger)
+    fit(gan, 4, [logger, BalanceControl(auto=auto, **control), rates])
+    # Updates from steps 0-3 run at the full rates (the decay starts at step 3: factor 1, then
+    # 2/3 and 1/3); D's scale doubles each time the logger logs (steps 2 and 4).
+    assert rates.rates == pytest.approx([1e-3, 4e-3, 1e-3, 4e-3, 1e-3, 8e-3, 1e-3, 8e-3])  # (G, D) per update
+    assert auto.value == pytest.approx(4.0)  # read back from the float32 rate at the start
+
+    resumed = AutoBalance(target_gap=5.0, band=0.0, factor=2.0, low=0.125, high=16.0)
+    rates = RecordsLearningRates()
+    fit(gan, 2, [logger, BalanceControl(auto=resumed, **control), rates])
+    assert resumed.value == pytest.approx(8.0)  # it started from the 4 the optimizer's rate held, not from 1
+    assert rates.rates == pytest.approx([1e-3 * 2 / 3, 4e-3 * 4 * 2 / 3, 1e-3 / 3, 4e-3 * 4 / 3])

@@ -59,8 +59,8 @@ def compose():
         yield _compose
 
 
-def _without_name(group: dict) -> dict:
-    return {key: value for key, value in group.items() if key != "name"}
+def _without_name(group: dict, *others: str) -> dict:
+    return {key: value for key, value in group.items() if key != "name" and key not in others}
 
 
 # ----------------------------------------------------------------------------- composition
@@ -101,7 +101,7 @@ def test_model_balance_and_optim_options_build_a_gan(compose, group, option):
     # An untrained matcher of the right shapes stands in for the trained one (balance=matching...).
     matcher = (Matcher(build_matcher(model["image_size"], model["text_dim"], embedding_dim=8, width=4))
                if Balance.from_options(_without_name(balance)).uses_matcher else None)  # fmt: skip
-    gan = build_gan(**_without_name(model), **_without_name(balance), **_without_name(optim),
+    gan = build_gan(**_without_name(model), **_without_name(balance), **_without_name(optim, "decay_from"),
                     matcher=matcher, seed=config["seed"])  # fmt: skip
 
     size, batch = model["image_size"], 2
@@ -140,6 +140,7 @@ def test_model_balance_and_optim_options_build_a_gan(compose, group, option):
         (["trainer.precision=float8"], "trainer.precision"),
         (["trainer.objective=g/totl"], "trainer.objective"),
         (["metrics.matcher_pool=max"], "metrics.matcher_pool"),
+        (["optim.decay_from=1.0"], "optim.decay_from"),
     ],
     ids=lambda value: value[0] if isinstance(value, list) else None,
 )
@@ -167,7 +168,8 @@ def test_batch_larger_than_the_training_set_is_a_problem(compose):
     "override",
     ["model.width=16", "model.dropout=0.5", "optim.g_lr=1.0", "trainer.batch_size=2",
      "balance.loss=hinge", "trainer.precision=mixed_bfloat16 balance=stackgan",
-     "trainer.precision=mixed_bfloat16", "tracking.uri=sqlite:///x.db"],
+     "trainer.precision=mixed_bfloat16", "tracking.uri=sqlite:///x.db", "optim.decay_from=0",
+     "optim=ttur optim.decay_from=0.75"],
 )  # fmt: skip
 def test_valid_edge_values_are_accepted(compose, override):
     assert problems(compose(*override.split())) == []
@@ -295,13 +297,16 @@ def test_controller_settings_come_from_the_config(compose):
 
     cfg = compose("balance=ada", "balance.auto_balance=true", "balance.auto_range=4",
                   "balance.ada_interval=8", "trainer.collapse_real_above=0.95",
-                  "trainer.collapse_diversity_patience=2")  # fmt: skip
+                  "trainer.collapse_diversity_patience=2", "optim.decay_from=0.25", "trainer.steps=100")  # fmt: skip
     assert problems(cfg) == []
     config = OmegaConf.to_container(cfg, resolve=True)
-    controllers = _controllers(config["balance"], config["trainer"])
+    controllers = _controllers(config["balance"], config["optim"], config["trainer"])
     assert controllers["ada_interval"] == 8
     assert controllers["ada"].target == 0.6
     assert (controllers["auto_balance"].low, controllers["auto_balance"].high) == (0.25, 4.0)
     detector = controllers["collapse_detector"]
     assert (detector.real_score_above, detector.diversity_patience) == (0.95, 2)
-    assert _controllers(config["balance"], {**config["trainer"], "collapse_patience": 0})["collapse_detector"] is None
+    assert (controllers["lr_decay"].steps, controllers["lr_decay"].first) == (100, 25)
+    off = _controllers(config["balance"], {**config["optim"], "decay_from": None},
+                       {**config["trainer"], "collapse_patience": 0})  # fmt: skip
+    assert off["collapse_detector"] is None and off["lr_decay"] is None

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from t2igan.controllers import AdaController, AutoBalance, CollapseDetector
+from t2igan.controllers import AdaController, AutoBalance, CollapseDetector, LinearDecay
 
 # --- ADA ---------------------------------------------------------------------------------------
 
@@ -98,6 +98,21 @@ def healthy(rng):
         "d/total": 1.2 + rng.normal(0, 0.2), "g/total": 1.0 + rng.normal(0, 0.3),
         "grad_norm/d": abs(rng.normal(3, 1)), "grad_norm/g": abs(rng.normal(2, 1)),
     }  # fmt: skip
+
+
+def test_linear_decay_is_flat_then_falls_to_zero_at_the_last_step():
+    decay = LinearDecay(steps=10, start=0.5)
+    assert [decay(step) for step in range(5)] == [1.0] * 5
+    assert [decay(step) for step in range(5, 11)] == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2, 0.0])
+    assert decay(12) == 0.0  # a run resumed with fewer steps than it has trained
+    from_start = LinearDecay(steps=4, start=0.0)
+    assert [from_start(step) for step in range(4)] == [1.0, 0.75, 0.5, 0.25]  # the last update still moves
+
+
+@pytest.mark.parametrize("steps, start", [(0, 0.5), (10, 1.0), (10, -0.1)])
+def test_linear_decay_refuses_what_is_not_a_schedule(steps, start):
+    with pytest.raises(ValueError, match="LinearDecay"):
+        LinearDecay(steps=steps, start=start)
 
 
 def test_collapse_detector_stays_quiet_on_healthy_noisy_signals():

@@ -111,6 +111,14 @@ def test_kill_minus_nine_then_the_same_command_finishes_the_run(tmp_path):
     assert mlflow_run.info.status == "FINISHED"
 
 
+def test_optim_decay_from_lowers_both_learning_rates_over_the_end_of_the_run(tmp_path):
+    run(tmp_path, "optim.decay_from=0.5")  # 4 steps: factors 1, 1, 1, 1/2 (t2igan.controllers.LinearDecay)
+    client, (mlflow_run,) = mlflow_runs(tmp_path)
+    for name in ("balance/g_lr", "balance/d_lr"):  # interval means (log_every=2) of adam's 2e-4
+        history = client.get_metric_history(mlflow_run.info.run_id, name)
+        assert [(m.step, m.value) for m in history] == [(2, pytest.approx(2e-4)), (4, pytest.approx(1.5e-4))]
+
+
 def test_train_returns_the_objective(tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
 
