@@ -18,6 +18,7 @@ from t2igan.metrics.matcher import POOLS
 from t2igan.models import ARCHITECTURES
 from t2igan.models.blocks import NORMS
 from t2igan.models.discriminator import AUGMENTATIONS
+from t2igan.text.encoder import POOLINGS
 
 
 class ConfigError(UserError):
@@ -129,7 +130,7 @@ SCHEMA: dict[str, dict[str, Callable]] = {
     "data": {},  # per dataset: DATA_SCHEMAS
     "text": {
         "model": _optional_text, "dim": POSITIVE, "batch_size": POSITIVE, "device": _text,
-        "offline": _boolean, "cache_dir": _text,
+        "offline": _boolean, "cache_dir": _text, "pooling": _choice(*POOLINGS),
     },
     "model": {
         "name": _text, "architecture": _choice(*ARCHITECTURES), "image_size": _image_size,

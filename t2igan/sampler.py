@@ -83,7 +83,7 @@ class Sampler:
         embedder = CaptionEmbedder(
             model=text["model"], dim=text["dim"], cache_dir=cache_dir or text["cache_dir"],
             batch_size=text["batch_size"], device=text["device"], offline=text["offline"],
-            show_progress=False,
+            pooling=text.get("pooling", "sentence"), show_progress=False,
         )  # fmt: skip
         return cls(generator, embedder, noise_dim=model["noise_dim"])
 

@@ -31,9 +31,10 @@ def matcher_path(config: dict) -> Path:
     """Where the matcher of a resolved run config lives, under `metrics.cache_dir/matcher/`:
     one per dataset, text encoder and matcher training settings. (It is trained with the seed
     of the run that first needs it; later runs of any seed share it, as they share the judge.)"""
-    metrics = config["metrics"]
+    metrics, text = config["metrics"], config["text"]
+    pooling = [text["pooling"]] if text.get("pooling", "sentence") != "sentence" else []  # older names kept
     identity = {
-        "data": config["data"], "text": [config["text"]["model"], config["text"]["dim"]],
+        "data": config["data"], "text": [text["model"], text["dim"], *pooling],
         "settings": {key: value for key, value in metrics.items() if key.startswith("matcher_")},
         "version": MATCHER_VERSION,
     }  # fmt: skip

@@ -6,6 +6,7 @@ captions are missing from it.
 
 import hashlib
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from t2igan.errors import UserError
 from t2igan.io import atomic_save_npz
 
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
+POOLINGS = ("sentence", "phrases")
+# Where `text.pooling=phrases` cuts a caption: commas, semicolons, "and", "with".
+_PHRASE_BREAK = re.compile(r"\s*[,;]\s*|\s+(?:and|with)\s+", re.IGNORECASE)
 
 
 class TextEncoderError(UserError):
@@ -24,6 +28,13 @@ class TextEncoderError(UserError):
 def caption_key(caption: str) -> bytes:
     """20-byte content key of one caption (SHA-1 of its UTF-8 text)."""
     return hashlib.sha1(caption.encode("utf-8")).digest()
+
+
+def split_phrases(caption: str) -> list[str]:
+    """The caption's phrases, cut at commas, semicolons, "and" and "with"
+    ("bird has red chest, blue wings and black bill" -> "bird has red chest", "blue wings",
+    "black bill"); the whole caption if nothing is left."""
+    return [phrase for phrase in _PHRASE_BREAK.split(caption.strip()) if phrase] or [caption]
 
 
 def model_cache_name(model: str | None) -> str:
@@ -61,6 +72,12 @@ class CaptionEmbedder:
     The store is one `.npz` per model under `cache_dir`, holding `keys` (K, 20) uint8 caption
     hashes and `vectors` (K, dim) float32, rewritten atomically when captions are added.
     `dim` is what the model must produce; a model of another width is an error.
+
+    `pooling="phrases"` embeds each caption's phrases (`split_phrases`) on their own and returns
+    their mean, scaled to the phrases' mean length (unit length for all-MiniLM-L6-v2): one
+    sentence embedding blends "red crown, blue wings" into something between the two colours
+    on both parts, while "red crown" alone keeps the colour with its part. Phrases share the
+    cache with whole captions.
     """
 
     def __init__(
@@ -73,8 +90,12 @@ class CaptionEmbedder:
         device: str = "cpu",
         offline: bool = True,
         show_progress: bool = True,
+        pooling: str = "sentence",
     ):
+        if pooling not in POOLINGS:
+            raise TextEncoderError(f"text.pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         self.model = model
+        self.pooling = pooling
         self.dim = dim
         self.path = Path(cache_dir) / f"{model_cache_name(model)}.npz"
         self.batch_size = batch_size
@@ -99,9 +120,20 @@ class CaptionEmbedder:
 
     def embed(self, captions: Sequence[str]) -> np.ndarray:
         """(N,) captions -> (N, dim) float32 embeddings, encoding only what the cache lacks."""
+        if self.pooling == "sentence":
+            return self._embed_cached(captions)
+        pieces = [split_phrases(caption) for caption in captions]
+        vectors = self._embed_cached([phrase for phrases in pieces for phrase in phrases])
+        counts = np.array([len(phrases) for phrases in pieces])
+        starts = np.cumsum(counts) - counts
+        means = np.add.reduceat(vectors, starts) / counts[:, None]
+        lengths = np.add.reduceat(np.linalg.norm(vectors, axis=1), starts) / counts
+        return (means * (lengths / np.maximum(np.linalg.norm(means, axis=1), 1e-12))[:, None]).astype(np.float32)
+
+    def _embed_cached(self, captions: Sequence[str]) -> np.ndarray:
         index = self._load_store()
         keys = [caption_key(caption) for caption in captions]
-        missing = {}
+        missing = {}  # in order, each text once
         for key, caption in zip(keys, captions):
             if key not in index:
                 missing[key] = caption
