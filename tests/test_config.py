@@ -310,3 +310,13 @@ def test_controller_settings_come_from_the_config(compose):
     off = _controllers(config["balance"], {**config["optim"], "decay_from": None},
                        {**config["trainer"], "collapse_patience": 0})  # fmt: skip
     assert off["collapse_detector"] is None and off["lr_decay"] is None
+
+
+def test_the_matcher_is_one_per_text_pooling_and_sentence_keeps_its_older_name(compose):
+    from t2igan.metrics.matcher import matcher_path
+
+    sentence = OmegaConf.to_container(compose(), resolve=True)
+    phrases = OmegaConf.to_container(compose("text.pooling=phrases"), resolve=True)
+    before_pooling = {**sentence, "text": {k: v for k, v in sentence["text"].items() if k != "pooling"}}
+    assert matcher_path(sentence) == matcher_path(before_pooling)  # cached matchers stay valid
+    assert matcher_path(phrases) != matcher_path(sentence)  # one trained on other embeddings is another

@@ -69,6 +69,18 @@ def test_same_seed_same_images_other_caption_other_images(trained, tmp_path):
     assert not np.array_equal(tiles(first, 1, 3), tiles(reseeded, 1, 3))
 
 
+def test_the_generator_embeds_captions_as_its_run_did(trained, monkeypatch):
+    from t2igan import sampler
+    from t2igan.checkpoint import read_header
+
+    _, checkpoint, _ = trained
+    assert sampler.Sampler.from_checkpoint(checkpoint).embedder.pooling == "sentence"
+    header = read_header(checkpoint)
+    header["config"]["text"]["pooling"] = "phrases"  # as a text.pooling=phrases run records it
+    monkeypatch.setattr(sampler, "read_header", lambda path: header)
+    assert sampler.Sampler.from_checkpoint(checkpoint).embedder.pooling == "phrases"
+
+
 def test_captions_file_writes_a_grid_and_one_image_per_sample(trained, tmp_path):
     from t2igan.generate import generate
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from t2igan.text import encoder
-from t2igan.text.encoder import CaptionEmbedder, TextEncoderError
+from t2igan.text.encoder import CaptionEmbedder, TextEncoderError, split_phrases
 
 
 def test_embeds_with_the_bundled_model_and_caches(tmp_path, monkeypatch):
@@ -55,3 +55,44 @@ def test_a_model_of_another_width_is_a_clear_error(tmp_path, monkeypatch):
 def test_a_missing_model_path_is_a_clear_error(tmp_path):
     with pytest.raises(TextEncoderError, match="cannot load sentence encoder"):
         CaptionEmbedder(model=str(tmp_path / "nope"), dim=384, cache_dir=tmp_path).embed(["x"])
+
+
+@pytest.mark.parametrize(
+    ("caption", "phrases"),
+    [
+        ("bird has red chest, red wings and black bill", ["bird has red chest", "red wings", "black bill"]),
+        ("a bird seen against the sky, with a red crown and a short beak",
+         ["a bird seen against the sky", "with a red crown", "a short beak"]),
+        ("this bird is small", ["this bird is small"]),
+        ("A Bird With Sandy Wings; Long Bill", ["A Bird", "Sandy Wings", "Long Bill"]),
+        ("wandering handsome bird", ["wandering handsome bird"]),  # "and"/"with" only as words
+        ("a red crown, ", ["a red crown"]),
+    ],
+)  # fmt: skip
+def test_captions_split_into_phrases_at_commas_and_conjunctions(caption, phrases):
+    assert split_phrases(caption) == phrases
+
+
+def test_phrase_pooling_averages_the_phrases_at_their_length_and_shares_the_cache(tmp_path, monkeypatch):
+    encoded = []
+    basis = {"red crown": [3.0, 0.0, 0.0], "blue wings": [0.0, 3.0, 0.0], "a bird": [0.0, 0.0, 3.0]}
+
+    class FakeModel:
+        def encode(self, captions, **kwargs):
+            encoded.extend(captions)
+            return np.array([basis[c] for c in captions], np.float32)
+
+    monkeypatch.setattr(encoder, "_load_sentence_transformer", lambda *a: FakeModel())
+    embedder = CaptionEmbedder(model="fake", dim=3, cache_dir=tmp_path, show_progress=False, pooling="phrases")
+    vectors = embedder.embed(["red crown and blue wings", "a bird", "blue wings, red crown"])
+    np.testing.assert_allclose(vectors[0], [3 / np.sqrt(2), 3 / np.sqrt(2), 0.0], rtol=1e-6)  # length 3, as each
+    np.testing.assert_allclose(vectors[1], [0.0, 0.0, 3.0])
+    np.testing.assert_allclose(vectors[2], vectors[0], rtol=1e-6)  # the order of the phrases does not matter
+    assert encoded == ["red crown", "blue wings", "a bird"]  # each phrase once, into the model's store
+    sentences = CaptionEmbedder(model="fake", dim=3, cache_dir=tmp_path, show_progress=False)
+    np.testing.assert_array_equal(sentences.embed(["a bird"]), [[0.0, 0.0, 3.0]])  # cached by the phrase run
+
+
+def test_an_unknown_pooling_is_a_clear_error(tmp_path):
+    with pytest.raises(TextEncoderError, match="text.pooling"):
+        CaptionEmbedder(model=None, dim=384, cache_dir=tmp_path, pooling="words")
