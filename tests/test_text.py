@@ -91,6 +91,7 @@ def test_phrase_pooling_averages_the_phrases_at_their_length_and_shares_the_cach
     assert encoded == ["red crown", "blue wings", "a bird"]  # each phrase once, into the model's store
     sentences = CaptionEmbedder(model="fake", dim=3, cache_dir=tmp_path, show_progress=False)
     np.testing.assert_array_equal(sentences.embed(["a bird"]), [[0.0, 0.0, 3.0]])  # cached by the phrase run
+    assert embedder.embed([]).shape == (0, 3)
 
 
 def test_an_unknown_pooling_is_a_clear_error(tmp_path):

@@ -120,7 +120,7 @@ class CaptionEmbedder:
 
     def embed(self, captions: Sequence[str]) -> np.ndarray:
         """(N,) captions -> (N, dim) float32 embeddings, encoding only what the cache lacks."""
-        if self.pooling == "sentence":
+        if self.pooling == "sentence" or not captions:
             return self._embed_cached(captions)
         pieces = [split_phrases(caption) for caption in captions]
         vectors = self._embed_cached([phrase for phrases in pieces for phrase in phrases])
