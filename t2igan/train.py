@@ -25,9 +25,15 @@ def absolute_paths(config: dict) -> None:
         config["data"]["root"] = str(Path(config["data"]["root"]).expanduser().resolve())
 
 
-def _without_name(group: dict, *others: str) -> dict:
-    """The group's values for a builder: without its `name` (and the keys in `others`)."""
-    return {key: value for key, value in group.items() if key != "name" and key not in others}
+def _without_name(group: dict) -> dict:
+    return {key: value for key, value in group.items() if key != "name"}
+
+
+def gan_options(config: dict) -> dict:
+    """`build_gan`'s arguments from a resolved config's model, balance and optim groups (all but
+    their names, and optim.decay_from: the learning-rate schedule is a controller, `_controllers`)."""
+    optim = {key: value for key, value in _without_name(config["optim"]).items() if key != "decay_from"}
+    return {**_without_name(config["model"]), **_without_name(config["balance"]), **optim}
 
 
 def train(cfg: DictConfig) -> float:
@@ -72,8 +78,7 @@ def train(cfg: DictConfig) -> float:
     matcher = _matcher(config, splits, embedder, progress=run["progress"]) if uses_matcher else None
     with _precision(run["precision"]):
         gan = build_gan(
-            **_without_name(model), **_without_name(balance), **_without_name(optim, "decay_from"),
-            seed=config["seed"], jit_compile=run["jit_compile"],
+            **gan_options(config), seed=config["seed"], jit_compile=run["jit_compile"],
             steps_per_execution=run["steps_per_execution"], matcher=matcher,
         )  # fmt: skip
 

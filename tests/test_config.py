@@ -16,6 +16,7 @@ from omegaconf import OmegaConf, open_dict
 
 from t2igan.config import ConfigError, problems, validate
 from t2igan.errors import UserError
+from t2igan.train import _without_name, gan_options
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF = REPO_ROOT / "conf"
@@ -59,10 +60,6 @@ def compose():
         yield _compose
 
 
-def _without_name(group: dict, *others: str) -> dict:
-    return {key: value for key, value in group.items() if key != "name" and key not in others}
-
-
 # ----------------------------------------------------------------------------- composition
 
 
@@ -101,8 +98,7 @@ def test_model_balance_and_optim_options_build_a_gan(compose, group, option):
     # An untrained matcher of the right shapes stands in for the trained one (balance=matching...).
     matcher = (Matcher(build_matcher(model["image_size"], model["text_dim"], embedding_dim=8, width=4))
                if Balance.from_options(_without_name(balance)).uses_matcher else None)  # fmt: skip
-    gan = build_gan(**_without_name(model), **_without_name(balance), **_without_name(optim, "decay_from"),
-                    matcher=matcher, seed=config["seed"])  # fmt: skip
+    gan = build_gan(**gan_options(config), matcher=matcher, seed=config["seed"])  # the call train() makes
 
     size, batch = model["image_size"], 2
     noise = np.random.default_rng(0).standard_normal((batch, model["noise_dim"])).astype("float32")
