@@ -145,7 +145,8 @@ SCHEMA: dict[str, dict[str, Callable]] = {
     },
     "balance": {
         "name": _text, "loss": _choice(*LOSS_KINDS), "kl_weight": _number(0.0, 1e6),
-        "wrong_weight": _number(0.0, 1.0), "real_label": _number(0.0, 1.0, low_open=True),
+        "wrong_weight": _number(0.0, 1.0), "rotated_colours": _number(0.0, 1.0),
+        "real_label": _number(0.0, 1.0, low_open=True),
         "ema_decay": RATE, "d_norm": _choice(*NORMS), "minibatch_std": _boolean,
         "n_critic": _integer_in(1, 16), "ma_gp_weight": NON_NEGATIVE, "ma_gp_power": _number(2.0, 16.0),
         "r1_gamma": NON_NEGATIVE, "r1_every": POSITIVE, "lecam_weight": NON_NEGATIVE,

@@ -16,7 +16,7 @@ from t2igan.regularizers import LeCamAnchors, lecam_penalty, matching_aware_grad
 METRIC_NAMES = (
     "d/real", "d/fake", "d/wrong", "d/total",
     "g/adv", "g/kl", "g/mode_seeking", "g/matching", "g/contrastive", "g/total",
-    "d_score/real", "d_score/fake", "d_score/wrong", "d_sign/real",
+    "d_score/real", "d_score/fake", "d_score/wrong", "d_score/rotated", "d_sign/real",
     "d/ma_gp", "d/r1", "d/lecam", "d/contrastive", "d/matcher_critic", "g/matcher_critic",
     "grad_norm/d", "grad_norm/g",
     "balance/augment_p", "balance/d_lr", "balance/g_lr",
@@ -35,6 +35,7 @@ class Balance:
     loss: str = "bce"
     kl_weight: float = 2.0
     wrong_weight: float = 0.5
+    rotated_colours: float = 0.0
     real_label: float = 1.0
     ema_decay: float = 0.999
     d_norm: str = "batch"
@@ -244,10 +245,26 @@ class TextToImageGAN(keras.Model):
             image_vectors, text_vectors, temperature=self.balance.contrastive_temperature
         )
 
+    def _mismatched(self, text_embeddings, negatives):
+        """(B, T) captions for D's mismatched pairs, and (B,) float32 1 where a pair is the
+        image's own caption with its colours rotated: the neighbour's caption in the batch,
+        replaced by the caption's negative (the `training_batches` extras) with probability
+        `balance.rotated_colours` where it has one."""
+        neighbours = ops.roll(text_embeddings, shift=1, axis=0)
+        if not negatives or self.balance.rotated_colours <= 0:
+            return neighbours, ops.zeros(ops.shape(text_embeddings)[:1], "float32")
+        negative_embeddings, has_negative = negatives
+        draw = keras.random.uniform(ops.shape(has_negative), seed=self.seed_generator)
+        rotated = ops.logical_and(ops.convert_to_tensor(has_negative, "bool"),
+                                  draw < self.balance.rotated_colours)  # fmt: skip
+        mismatched = ops.where(rotated[:, None], ops.convert_to_tensor(negative_embeddings),
+                               neighbours)  # fmt: skip
+        return mismatched, ops.cast(rotated, "float32")
+
     def train_step(self, data):
-        real_images, text_embeddings = (ops.convert_to_tensor(x) for x in data)
+        real_images, text_embeddings = (ops.convert_to_tensor(x) for x in data[:2])
         batch_size = ops.shape(real_images)[0]
-        mismatched_embeddings = ops.roll(text_embeddings, shift=1, axis=0)
+        mismatched_embeddings, rotated = self._mismatched(text_embeddings, data[2:])
 
         earlier_d_values = []
         for _ in range(self.balance.n_critic - 1):
@@ -256,7 +273,7 @@ class TextToImageGAN(keras.Model):
             fake_images = self.generator([noise, fake_embeddings], training=True)[0]
             earlier_d_values.append(self._discriminator_update(
                 real_images, ops.stop_gradient(fake_images), text_embeddings,
-                mismatched_embeddings, fake_embeddings,
+                mismatched_embeddings, fake_embeddings, rotated,
             ))  # fmt: skip
         noise = keras.random.normal((batch_size, self.noise_dim), seed=self.seed_generator)
         fake_embeddings = self._fake_captions(text_embeddings)
@@ -265,7 +282,7 @@ class TextToImageGAN(keras.Model):
             with g_tape.stop_recording():
                 d_values = self._discriminator_update(
                     real_images, ops.stop_gradient(fake_images), text_embeddings,
-                    mismatched_embeddings, fake_embeddings,
+                    mismatched_embeddings, fake_embeddings, rotated,
                 )  # fmt: skip
             g_terms = self._generator_terms(fake_images, fake_embeddings, noise, mu, log_sigma)
         g_variables = self.generator.trainable_variables
@@ -331,8 +348,10 @@ class TextToImageGAN(keras.Model):
         return ops.concatenate([first_half, first_half], axis=0)
 
     def _discriminator_update(self, real_images, fake_images, text_embeddings, mismatched_embeddings,
-                              fake_embeddings):
-        """One D update; returns its loss terms, scores and gradient norm by metric name."""
+                              fake_embeddings, rotated):
+        """One D update; returns its loss terms, scores and gradient norm by metric name.
+        `rotated` (B,) marks the mismatched pairs whose caption is the image's own with its
+        colours rotated: `d_score/rotated` is D's mean score on them (0 when there are none)."""
         balance = self.balance
         d_variables = self._d_variables()
         with tf.GradientTape() as d_tape:
@@ -367,6 +386,8 @@ class TextToImageGAN(keras.Model):
             "d_score/real": ops.mean(ops.sigmoid(real_logits)),
             "d_score/fake": ops.mean(ops.sigmoid(fake_logits)),
             "d_score/wrong": ops.mean(ops.sigmoid(wrong_logits)),
+            "d_score/rotated": ops.sum(ops.sigmoid(ops.cast(wrong_logits, "float32"))[:, 0] * rotated)
+                               / ops.maximum(ops.sum(rotated), 1.0),
             "d_sign/real": real_signs,
             "grad_norm/d": tf.linalg.global_norm(d_grads),
         }

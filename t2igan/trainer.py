@@ -26,6 +26,7 @@ from t2igan.callbacks import (
 )
 from t2igan.checkpoint import restore_checkpoint, save_checkpoint
 from t2igan.data.pipeline import training_batches
+from t2igan.errors import UserError
 from t2igan.io import atomic_write_text
 from t2igan.runs import changed_keys
 from t2igan.sweep import Pruned
@@ -57,6 +58,25 @@ def _embed_splits(embedder, train_split, sample_split, sample_captions: int):
     vectors = embedder.embed(captions + grid_captions)
     train_embeddings = vectors[: len(captions)].reshape(len(train_split), -1, vectors.shape[-1])
     return train_embeddings, grid_captions, vectors[len(captions) :]
+
+
+def _rotated_colour_embeddings(embedder, train_split):
+    """(N, C, D) embeddings of each training caption with its colours rotated, and (N, C) bool:
+    which captions name two colours and so have one (zeros elsewhere)."""
+    from t2igan.text.negatives import rotate_colours
+
+    rotated = [rotate_colours(caption) for captions in train_split.captions for caption in captions]
+    has_negative = np.array([caption is not None for caption in rotated])
+    if not has_negative.any():
+        raise UserError("balance.rotated_colours > 0, but no training caption names two colours "
+                        "(t2igan.text.negatives.COLOUR_WORDS); set balance.rotated_colours=0")
+    print(f"rotated colours: {has_negative.mean():.0%} of the training captions name two colours "
+          "or more and get a negative with them moved to the wrong parts")
+    vectors = embedder.embed([caption for caption in rotated if caption is not None])
+    negatives = np.zeros((len(rotated), vectors.shape[-1]), np.float32)
+    negatives[has_negative] = vectors
+    shape = (len(train_split), -1)
+    return negatives.reshape(*shape, vectors.shape[-1]), has_negative.reshape(shape)
 
 
 def _statistics_inputs(train_embeddings: np.ndarray, count: int, noise_dim: int, seed: int):
@@ -137,6 +157,10 @@ def fit(
     train_embeddings, grid_captions, grid_embeddings = _embed_splits(
         embedder, train_split, sample_split, sample_captions
     )
+    negatives = {}
+    if gan.balance.rotated_colours > 0:
+        negatives = dict(zip(("negative_embeddings", "has_negative"),
+                             _rotated_colour_embeddings(embedder, train_split)))
     if standing_statistics:
         gan.use_standing_statistics(*_statistics_inputs(train_embeddings, standing_statistics, gan.noise_dim, seed),
                                     batch_size=batch_size)  # fmt: skip
@@ -181,7 +205,7 @@ def fit(
             gan.fit(
                 training_batches(train_split.images, train_embeddings, batch_size=batch_size,
                                  seed=seed, start_step=gan.step, crop_size=train_split.crop_size,
-                                 random_flip=train_split.random_flip),
+                                 random_flip=train_split.random_flip, **negatives),
                 epochs=1,
                 shuffle=False,
                 steps_per_epoch=steps - gan.step,

@@ -18,6 +18,8 @@ def training_batches(
     start_step: int = 0,
     crop_size: int | None = None,
     random_flip: bool = False,
+    negative_embeddings: np.ndarray | None = None,
+    has_negative: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """An endless dataset of `(real_images, text_embeddings)` from step `start_step` on.
 
@@ -26,8 +28,19 @@ def training_batches(
     caption per image. S is `crop_size` (a random S x S crop of each image; None: S = L), and
     `random_flip` mirrors each image with probability 1/2. Each epoch is a fresh permutation
     of the N images; the last N mod B images of a permutation wait for the next one.
+
+    `negative_embeddings` (N, C, D) with `has_negative` (N, C) bool: a negative for each
+    caption (`t2igan.text.negatives`), where it has one. Then each batch is `(real_images,
+    text_embeddings, negative_embeddings (B, D), has_negative (B,))`, the negatives of the
+    captions drawn; batches are otherwise the same as without them.
     """
     num_images, captions_per_image = caption_embeddings.shape[:2]
+    if (negative_embeddings is None) != (has_negative is None):
+        raise ValueError("negative_embeddings and has_negative go together")
+    if negative_embeddings is not None and (negative_embeddings.shape != caption_embeddings.shape
+                                            or has_negative.shape != caption_embeddings.shape[:2]):
+        raise ValueError(f"negatives of shape {negative_embeddings.shape} / {has_negative.shape} "
+                         f"for captions of shape {caption_embeddings.shape}")
     if num_images < batch_size:
         raise ValueError(f"batch size {batch_size} is larger than the dataset ({num_images} images)")
     steps_per_epoch = num_images // batch_size
@@ -36,6 +49,9 @@ def training_batches(
         raise ValueError(f"crop size {crop_size} is larger than the images ({image_size} px)")
     images = tf.constant(images)
     caption_embeddings = tf.constant(caption_embeddings, dtype=tf.float32)
+    if negative_embeddings is not None:
+        negative_embeddings = tf.constant(negative_embeddings, dtype=tf.float32)
+        has_negative = tf.constant(has_negative, dtype=tf.bool)
 
     def batch_at(step):
         epoch = step // steps_per_epoch
@@ -58,10 +74,12 @@ def training_batches(
             flip = tf.random.stateless_uniform([batch_size, 1, 1, 1], seed=tf.stack([seed + 3, step])) < 0.5
             real_images = tf.where(flip, tf.reverse(real_images, axis=[2]), real_images)
         real_images = tf.cast(real_images, tf.float32) / 127.5 - 1.0
-        text_embeddings = tf.gather_nd(
-            caption_embeddings, tf.stack([indices, caption_choice], axis=-1)
-        )
-        return real_images, text_embeddings
+        chosen = tf.stack([indices, caption_choice], axis=-1)
+        text_embeddings = tf.gather_nd(caption_embeddings, chosen)
+        if negative_embeddings is None:
+            return real_images, text_embeddings
+        negatives = tf.gather_nd(negative_embeddings, chosen), tf.gather_nd(has_negative, chosen)
+        return real_images, text_embeddings, *negatives
 
     seed = tf.constant(seed, tf.int64)
     steps = tf.data.Dataset.counter(start=start_step, dtype=tf.int64)
