@@ -64,6 +64,9 @@ def train(cfg: DictConfig) -> float:
         raise DatasetError(f"trainer.batch_size ({run['batch_size']}) exceeds the {len(splits['train'])} "
                            f"training images of data={data['name']}")  # fmt: skip
     embedder = CaptionEmbedder(**text, show_progress=run["progress"])
+    # Before the matcher, which may train for minutes: a dataset without such captions fails now.
+    negatives = (trainer.rotated_colour_negatives(embedder, splits["train"])
+                 if balance["rotated_colours"] > 0 else None)  # fmt: skip
     uses_matcher = Balance.from_options(_without_name(balance)).uses_matcher
     if uses_matcher:
         # G trains against this matcher, so it defines the run too: after a matcher change
@@ -106,6 +109,7 @@ def train(cfg: DictConfig) -> float:
         log_checkpoint=config["tracking"]["log_checkpoint"],
         log_model=config["tracking"]["log_model"],
         evaluate=evaluate,
+        negatives=negatives,
         **_controllers(balance, optim, run),
         report_objective=trial.report if trial else None,
     )

@@ -60,7 +60,7 @@ def _embed_splits(embedder, train_split, sample_split, sample_captions: int):
     return train_embeddings, grid_captions, vectors[len(captions) :]
 
 
-def _rotated_colour_embeddings(embedder, train_split):
+def rotated_colour_negatives(embedder, train_split):
     """(N, C, D) embeddings of each training caption with its colours rotated, and (N, C) bool:
     which captions name two colours and so have one (zeros elsewhere)."""
     from t2igan.text.negatives import rotate_colours
@@ -114,6 +114,7 @@ def fit(
     minutes: float | None = None,
     standing_statistics: int = 0,
     evaluate: Callable | None = None,
+    negatives: tuple[np.ndarray, np.ndarray] | None = None,
     ada=None,
     ada_interval: int = 4,
     auto_balance=None,
@@ -134,6 +135,8 @@ def fit(
     controllers; None switches one off.
     `standing_statistics` > 0 measures the EMA generator's BatchNorm statistics on that many fixed
     training captions before it draws, is judged or is saved (0: it keeps G's).
+    `negatives` (`rotated_colour_negatives`: (N, C, D) embeddings and (N, C) bool) go into the
+    batches for D's mismatched pairs (`balance.rotated_colours`); None: none.
     `report_objective(step, value) -> stop` receives each new objective value (a sweep trial
     reporting to its study); when it returns True, training stops, the checkpoint is saved,
     the tracking run ends KILLED and `t2igan.sweep.Pruned` is raised.
@@ -157,10 +160,6 @@ def fit(
     train_embeddings, grid_captions, grid_embeddings = _embed_splits(
         embedder, train_split, sample_split, sample_captions
     )
-    negatives = {}
-    if gan.balance.rotated_colours > 0:
-        negatives = dict(zip(("negative_embeddings", "has_negative"),
-                             _rotated_colour_embeddings(embedder, train_split)))
     if standing_statistics:
         gan.use_standing_statistics(*_statistics_inputs(train_embeddings, standing_statistics, gan.noise_dim, seed),
                                     batch_size=batch_size)  # fmt: skip
@@ -205,7 +204,8 @@ def fit(
             gan.fit(
                 training_batches(train_split.images, train_embeddings, batch_size=batch_size,
                                  seed=seed, start_step=gan.step, crop_size=train_split.crop_size,
-                                 random_flip=train_split.random_flip, **negatives),
+                                 random_flip=train_split.random_flip,
+                                 **dict(zip(("negative_embeddings", "has_negative"), negatives or ()))),
                 epochs=1,
                 shuffle=False,
                 steps_per_epoch=steps - gan.step,

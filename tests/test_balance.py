@@ -155,6 +155,28 @@ def test_the_matcher_critic_is_a_second_discriminator_on_the_frozen_matcher():
     assert off["d/matcher_critic"] == 0.0 and off["g/matcher_critic"] == 0.0
 
 
+def test_rotated_colours_replace_the_neighbours_caption_where_a_caption_has_a_negative():
+    gan = tiny_gan(rotated_colours=1.0)
+    images, text = batch()
+    negatives, has = -text, np.array([True, False, True, False])
+    mismatched, rotated = (np.asarray(x) for x in gan._mismatched(text, (negatives, has)))
+    np.testing.assert_array_equal(mismatched[has], negatives[has])
+    np.testing.assert_array_equal(mismatched[~has], np.roll(text, 1, axis=0)[~has])  # the neighbour's
+    np.testing.assert_array_equal(rotated, has)
+    # Off, or no negatives in the batch: the neighbours' captions, as before.
+    for off, extras in ((tiny_gan(), (negatives, has)), (gan, ())):
+        mismatched, rotated = (np.asarray(x) for x in off._mismatched(text, extras))
+        np.testing.assert_array_equal(mismatched, np.roll(text, 1, axis=0))
+        assert not rotated.any()
+    # A share below 1 draws that share of the captions that have one.
+    many = np.random.default_rng(1).standard_normal((2000, TINY["text_dim"])).astype("float32")
+    _, rotated = tiny_gan(rotated_colours=0.25)._mismatched(many, (-many, np.ones(2000, bool)))
+    assert np.mean(rotated) == pytest.approx(0.25, abs=0.03)
+    # D's mean score on the rotated pairs is logged; 0 without them.
+    assert 0.0 < float(gan.train_step((images, text, negatives, has))["d_score/rotated"]) < 1.0
+    assert run_steps(tiny_gan(), 1)[-1]["d_score/rotated"] == 0.0
+
+
 @pytest.mark.parametrize("d_norm, penalty", [("batch", {}), ("spectral", {"ma_gp_weight": 2.0}),
                                              ("none", {"ma_gp_weight": 2.0})])  # fmt: skip
 def test_the_fusion_model_trains_with_every_discriminator_norm_and_ma_gp(d_norm, penalty):

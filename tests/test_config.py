@@ -137,6 +137,7 @@ def test_model_balance_and_optim_options_build_a_gan(compose, group, option):
         (["trainer.objective=g/totl"], "trainer.objective"),
         (["metrics.matcher_pool=max"], "metrics.matcher_pool"),
         (["optim.decay_from=1.0"], "optim.decay_from"),
+        (["balance.rotated_colours=1.5"], "balance.rotated_colours"),
     ],
     ids=lambda value: value[0] if isinstance(value, list) else None,
 )
@@ -165,7 +166,7 @@ def test_batch_larger_than_the_training_set_is_a_problem(compose):
     ["model.width=16", "model.dropout=0.5", "optim.g_lr=1.0", "trainer.batch_size=2",
      "balance.loss=hinge", "trainer.precision=mixed_bfloat16 balance=stackgan",
      "trainer.precision=mixed_bfloat16", "tracking.uri=sqlite:///x.db", "optim.decay_from=0",
-     "optim=ttur optim.decay_from=0.75"],
+     "optim=ttur optim.decay_from=0.75", "balance.rotated_colours=1"],
 )  # fmt: skip
 def test_valid_edge_values_are_accepted(compose, override):
     assert problems(compose(*override.split())) == []

@@ -49,6 +49,25 @@ def test_a_resumed_stream_continues_exactly():
     assert not np.array_equal(full[0][1], other_seed[0][1])
 
 
+def test_negatives_come_with_the_caption_drawn_and_leave_the_batches_alone():
+    images, embeddings = make_data()
+    negatives = embeddings + 100.0  # the negative of caption (i, c) encodes (i, c) too
+    has_negative = (np.arange(3) % 2 == 0)[None, :].repeat(10, axis=0)  # captions 0 and 2 have one
+    plain = take(training_batches(images, embeddings, batch_size=4, seed=5), 4)
+    extended = list(training_batches(images, embeddings, batch_size=4, seed=5, negative_embeddings=negatives,
+                                     has_negative=has_negative).take(4))  # fmt: skip
+    for (real_images, text), (real_with, text_with, negative, has) in zip(plain, extended):
+        np.testing.assert_array_equal(real_images, real_with)
+        np.testing.assert_array_equal(text, text_with)
+        np.testing.assert_array_equal(negative, text + 100.0)
+        np.testing.assert_array_equal(has, text[:, 1] % 2 == 0)
+    with pytest.raises(ValueError, match="go together"):
+        training_batches(images, embeddings, batch_size=4, seed=5, negative_embeddings=negatives)
+    with pytest.raises(ValueError, match="negatives of shape"):
+        training_batches(images, embeddings, batch_size=4, seed=5, negative_embeddings=negatives[:, :2],
+                         has_negative=has_negative[:, :2])  # fmt: skip
+
+
 def test_random_crops_and_flips_are_windows_of_each_image_and_differ_per_image():
     num_images = 16
     # Each image is a ramp (row * 16 + column), so a window's top-left pixel names its corner.

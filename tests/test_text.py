@@ -97,3 +97,52 @@ def test_phrase_pooling_averages_the_phrases_at_their_length_and_shares_the_cach
 def test_an_unknown_pooling_is_a_clear_error(tmp_path):
     with pytest.raises(TextEncoderError, match="text.pooling"):
         CaptionEmbedder(model=None, dim=384, cache_dir=tmp_path, pooling="words")
+
+
+@pytest.mark.parametrize("caption, rotated", [
+    ("a red crown and blue wings", "a blue crown and red wings"),
+    ("red crown, blue wings and a green belly", "blue crown, green wings and a red belly"),
+    ("Red crown, red bill and white wings", "White crown, white bill and red wings"),  # every use moves
+    ("there is a bird among green leaves with yellow wings", "there is a bird among yellow leaves with green wings"),
+    ("a grey bill and gray wings", None),  # one colour, two spellings
+    ("a golden crown and a gold bill", None),
+    ("bird with black wings", None),
+    ("a bird on sandy ground", None),
+    ("a bluebird with reddish wings", None),  # whole words only
+])  # fmt: skip
+def test_rotate_colours_moves_each_colour_to_the_next_ones_places(caption, rotated):
+    from t2igan.text.negatives import rotate_colours
+
+    assert rotate_colours(caption) == rotated
+
+
+def test_training_captions_get_the_embeddings_of_their_rotated_colours():
+    from t2igan.errors import UserError
+    from t2igan.trainer import rotated_colour_negatives
+
+    class LengthEmbedder:  # each caption's vector is its length; keeps what it embedded
+        def __init__(self):
+            self.embedded = []
+
+        def embed(self, captions):
+            self.embedded.extend(captions)
+            return np.array([[len(caption), 1.0] for caption in captions], np.float32)
+
+    embedder = LengthEmbedder()
+    negatives, has_negative = rotated_colour_negatives(
+        embedder, Split([["a red crown and blue wings", "a bird"], ["black wings", "red and white"]]))
+    assert embedder.embedded == ["a blue crown and red wings", "white and red"]
+    np.testing.assert_array_equal(has_negative, [[True, False], [False, True]])
+    np.testing.assert_array_equal(negatives, [[[26, 1], [0, 0]], [[0, 0], [13, 1]]])
+    with pytest.raises(UserError, match="no training caption names two colours"):
+        rotated_colour_negatives(embedder, Split([["a bird"], ["black wings"]]))
+
+
+class Split:
+    """The part of a CaptionedImages split the trainer's caption helpers read."""
+
+    def __init__(self, captions):
+        self.captions = captions
+
+    def __len__(self):
+        return len(self.captions)

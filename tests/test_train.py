@@ -119,6 +119,14 @@ def test_optim_decay_from_lowers_both_learning_rates_over_the_end_of_the_run(tmp
         assert [(m.step, m.value) for m in history] == [(2, pytest.approx(2e-4)), (4, pytest.approx(1.5e-4))]
 
 
+def test_rotated_colours_give_d_the_captions_with_their_colours_moved(tmp_path):
+    result = run(tmp_path, "balance.rotated_colours=1")
+    assert re.search(r"rotated colours: \d+% of the training captions name two colours", result.stdout)
+    client, (mlflow_run,) = mlflow_runs(tmp_path)
+    scores = [m.value for m in client.get_metric_history(mlflow_run.info.run_id, "d_score/rotated")]
+    assert len(scores) == 2 and all(0.0 < score < 1.0 for score in scores)
+
+
 def test_train_returns_the_objective(tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
 
