@@ -146,3 +146,44 @@ class Split:
 
     def __len__(self):
         return len(self.captions)
+
+
+def test_whitening_gives_every_direction_unit_variance_up_to_its_floor():
+    from t2igan.text.whitening import Whitening
+
+    rng = np.random.default_rng(0)
+    scales = np.array([10.0, 1.0, 0.1, 0.001])  # one dominant direction, one nearly absent
+    rotation, _ = np.linalg.qr(rng.standard_normal((4, 4)))
+    embeddings = (rng.standard_normal((20000, 4)) * scales) @ rotation.T + 5.0
+    whitening = Whitening.fit(embeddings, floor=1e-4)
+    whitened = whitening(embeddings)
+    assert whitened.dtype == np.float32 and whitened.shape == (20000, 4)
+    np.testing.assert_allclose(whitened.mean(axis=0), 0.0, atol=1e-3)
+    # In the embeddings' own directions: unit variance (times 1/T, the encoders' scale) where
+    # the variance is well above the floor (1e-4 * 100 = 1e-2); the last one is held back by it.
+    variances = np.var(whitened @ (rotation / np.sqrt(1 / 4)), axis=0)
+    np.testing.assert_allclose(variances[:3], [1.0, 1.0, 1.0 / (1 + 1e-2 / 1e-2)], rtol=0.05)
+    assert variances[3] == pytest.approx(1e-6 / (1e-6 + 1e-2), rel=0.05)
+    with pytest.raises(ValueError, match="floor"):
+        Whitening.fit(embeddings, floor=0.0)
+    with pytest.raises(ValueError, match="M >= 2"):
+        Whitening.fit(embeddings[:1], floor=1e-3)
+    again = Whitening.from_arrays(whitening.arrays())
+    np.testing.assert_array_equal(again(embeddings[:5]), whitened[:5])
+
+
+def test_a_whitening_embedder_whitens_with_the_training_captions_and_caches_raw_vectors(tmp_path, monkeypatch):
+    class FakeModel:
+        def encode(self, captions, **kwargs):
+            return np.array([[len(c), c.count("a"), 1.0] for c in captions], np.float32)
+
+    monkeypatch.setattr(encoder, "_load_sentence_transformer", lambda *a: FakeModel())
+    training = ["a bird", "a red bird", "bird with a long bill", "an owl", "a small grey bird"]
+    embedder = CaptionEmbedder(model="fake", dim=3, cache_dir=tmp_path, show_progress=False, whitening=0.01)
+    with pytest.raises(TextEncoderError, match="no whitening was fitted"):
+        embedder.embed(training)
+    embedder.fit_whitening(training)
+    raw = CaptionEmbedder(model="fake", dim=3, cache_dir=tmp_path, show_progress=False)
+    np.testing.assert_array_equal(embedder.embed(["a blue bird"]), embedder.whitener(raw.embed(["a blue bird"])))
+    np.testing.assert_allclose(embedder.embed(training).mean(axis=0), 0.0, atol=1e-5)  # centred on them
+    assert embedder.embed([]).shape == (0, 3)
