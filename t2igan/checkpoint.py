@@ -38,15 +38,13 @@ def variable_groups(gan) -> dict[str, list]:
     return groups
 
 
-def save_checkpoint(path: str | Path, gan, *, groups: tuple[str, ...] | None = None,
-                    extras: dict[str, np.ndarray] | None = None, **metadata) -> Path:
+def save_checkpoint(path: str | Path, gan, *, groups: tuple[str, ...] | None = None, **metadata) -> Path:
     """Write the variables of `gan` and `metadata` (JSON-serialisable) to `path` atomically.
 
     `groups` limits what is written (e.g. `("generator_ema",)` for a file that only
-    generates); None writes everything training needs to resume. `extras` are arrays the run
-    needs beside the networks' variables (the text whitening), read back by `read_extras`.
+    generates); None writes everything training needs to resume.
     """
-    arrays = {f"extras/{name}": np.asarray(value) for name, value in (extras or {}).items()}
+    arrays = {}
     layout = {}
     for group, variables in variable_groups(gan).items():
         if groups is not None and group not in groups:
@@ -63,13 +61,6 @@ def read_header(path: str | Path) -> dict:
     """The JSON header of a checkpoint (step, metadata), without loading the variables."""
     with _open(path) as store:
         return _header(store, path)
-
-
-def read_extras(path: str | Path) -> dict[str, np.ndarray]:
-    """The `extras` arrays `save_checkpoint` wrote to `path` ({} for none)."""
-    with _open(path) as store:
-        _header(store, path)
-        return {name.removeprefix("extras/"): store[name] for name in store.files if name.startswith("extras/")}
 
 
 def _open(path: str | Path):

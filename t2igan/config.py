@@ -131,7 +131,6 @@ SCHEMA: dict[str, dict[str, Callable]] = {
     "text": {
         "model": _optional_text, "dim": POSITIVE, "batch_size": POSITIVE, "device": _text,
         "offline": _boolean, "cache_dir": _text, "pooling": _choice(*POOLINGS),
-        "whitening": _optional(_number(0.0, 1.0, low_open=True)),
     },
     "model": {
         "name": _text, "architecture": _choice(*ARCHITECTURES), "image_size": _image_size,

@@ -18,7 +18,7 @@ def prepare(cfg: DictConfig) -> dict:
     """Prepare the dataset and caption embeddings `cfg` names; returns the splits."""
     from t2igan.config import validate
     from t2igan.data.datasets import load_dataset
-    from t2igan.text.encoder import training_embedder
+    from t2igan.text.encoder import CaptionEmbedder
     from t2igan.train import absolute_paths
 
     validate(cfg)
@@ -27,7 +27,7 @@ def prepare(cfg: DictConfig) -> dict:
     progress = config["trainer"]["progress"]
     splits = load_dataset(**config["data"], cache_dir=Path(config["paths"]["cache"]) / "data",
                           progress=progress)  # fmt: skip
-    embedder = training_embedder(config["text"], splits["train"], show_progress=progress)
+    embedder = CaptionEmbedder(**config["text"], show_progress=progress)
     captions = [caption for split in splits.values() for image in split.captions for caption in image]
     embedder.embed(captions)
     print(f"data={config['data']['name']}: {len(splits['train']):,} train / {len(splits['test']):,} test "

@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from t2igan.checkpoint import CheckpointError, read_extras, read_header, restore_variables
+from t2igan.checkpoint import CheckpointError, read_header, restore_variables
 from t2igan.errors import UserError
-from t2igan.text.whitening import Whitening
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -84,14 +83,8 @@ class Sampler:
         embedder = CaptionEmbedder(
             model=text["model"], dim=text["dim"], cache_dir=cache_dir or text["cache_dir"],
             batch_size=text["batch_size"], device=text["device"], offline=text["offline"],
-            pooling=text.get("pooling", "sentence"), whitening=text.get("whitening"), show_progress=False,
+            pooling=text.get("pooling", "sentence"), show_progress=False,
         )  # fmt: skip
-        if embedder.whitening is not None:  # the training captions' statistics, from the checkpoint
-            arrays = {name.removeprefix("text_whitening/"): value for name, value in read_extras(path).items()
-                      if name.startswith("text_whitening/")}  # fmt: skip
-            if not arrays:
-                raise CheckpointError(f"{path} was trained with text.whitening but stores no whitening")
-            embedder.whitener = Whitening.from_arrays(arrays)
         return cls(generator, embedder, noise_dim=model["noise_dim"])
 
     def embed(self, captions: list[str]) -> np.ndarray:

@@ -48,7 +48,7 @@ def train(cfg: DictConfig) -> float:
     from t2igan.metrics.matcher import matcher_path
     from t2igan.runs import RunFolder, run_name
     from t2igan.sweep import active_trial
-    from t2igan.text.encoder import training_embedder
+    from t2igan.text.encoder import CaptionEmbedder
     from t2igan.tracking import make_tracker
 
     validate(cfg)
@@ -63,7 +63,7 @@ def train(cfg: DictConfig) -> float:
     if len(splits["train"]) < run["batch_size"]:  # real datasets are counted only once prepared
         raise DatasetError(f"trainer.batch_size ({run['batch_size']}) exceeds the {len(splits['train'])} "
                            f"training images of data={data['name']}")  # fmt: skip
-    embedder = training_embedder(text, splits["train"], show_progress=run["progress"])
+    embedder = CaptionEmbedder(**text, show_progress=run["progress"])
     # Before the matcher, which may train for minutes: a dataset without such captions fails now.
     negatives = (trainer.rotated_colour_negatives(embedder, splits["train"])
                  if balance["rotated_colours"] > 0 else None)  # fmt: skip

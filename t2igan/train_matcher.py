@@ -19,7 +19,7 @@ def train_matcher_command(cfg: DictConfig) -> float:
     """Train and save the matcher `cfg` describes; returns real test images' R-precision."""
     from t2igan.config import validate
     from t2igan.data.datasets import load_dataset
-    from t2igan.text.encoder import training_embedder
+    from t2igan.text.encoder import CaptionEmbedder
     from t2igan.train import absolute_paths
 
     validate(cfg)
@@ -27,7 +27,7 @@ def train_matcher_command(cfg: DictConfig) -> float:
     absolute_paths(config)
     progress = config["trainer"]["progress"]
     splits = load_dataset(**config["data"], cache_dir=Path(config["paths"]["cache"]) / "data", progress=progress)
-    embedder = training_embedder(config["text"], splits["train"], show_progress=progress)
+    embedder = CaptionEmbedder(**config["text"], show_progress=progress)
     _, score = train_and_save_matcher(config, splits, embedder, progress=progress)
     return score
 

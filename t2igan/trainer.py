@@ -157,9 +157,6 @@ def fit(
         if changed:  # only possible with an explicit trainer.run_name
             print(f"warning: the config differs from the checkpoint's in {', '.join(changed)}; "
                   "weights and optimizer state (learning rates included) come from the checkpoint")
-    # What a checkpoint needs beside the networks to draw from captions as the run did.
-    extras = ({f"text_whitening/{name}": value for name, value in embedder.whitener.arrays().items()}
-              if getattr(embedder, "whitener", None) is not None else {})  # fmt: skip
     train_embeddings, grid_captions, grid_embeddings = _embed_splits(
         embedder, train_split, sample_split, sample_captions
     )
@@ -181,7 +178,7 @@ def fit(
             if logger.failure:  # never replace the last good checkpoint with diverged weights
                 return
             gan.refresh_standing_statistics()
-            save_checkpoint(folder.checkpoint, gan, config=config, metrics=logger.latest, extras=extras,
+            save_checkpoint(folder.checkpoint, gan, config=config, metrics=logger.latest,
                             mlflow_run_id=tracker.run_id, train_seconds=budget.elapsed())  # fmt: skip
 
         noise = np.random.default_rng(seed).standard_normal((sample_noises, gan.noise_dim))
@@ -239,8 +236,7 @@ def fit(
             tracker.log_artifact(folder.checkpoint)
         if log_model and trains:
             gan.refresh_standing_statistics()
-            generator = save_checkpoint(folder.generator, gan, groups=("generator_ema",), config=config,
-                                        extras=extras)  # fmt: skip
+            generator = save_checkpoint(folder.generator, gan, groups=("generator_ema",), config=config)
             tracker.log_generator(generator, grid_captions[:2])
         status = "FINISHED"
         if watch is not None and watch.reason is not None:

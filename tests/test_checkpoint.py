@@ -40,19 +40,6 @@ def test_round_trip_restores_every_variable_and_the_step(tmp_path):
         np.testing.assert_array_equal(expected, actual)
 
 
-def test_extra_arrays_travel_with_the_checkpoint(tmp_path):
-    from t2igan.checkpoint import read_extras
-
-    gan = build_gan(**TINY, seed=1)
-    matrix = np.arange(6, dtype=np.float32).reshape(2, 3)
-    path = save_checkpoint(tmp_path / "checkpoint.npz", gan, extras={"text_whitening/matrix": matrix})
-    (name, value), = read_extras(path).items()
-    assert name == "text_whitening/matrix"
-    np.testing.assert_array_equal(value, matrix)
-    assert read_extras(save_checkpoint(tmp_path / "plain.npz", gan)) == {}
-    restore_checkpoint(path, build_gan(**TINY, seed=2))  # extras do not disturb the variables
-
-
 def test_the_matcher_critics_heads_are_checkpointed(tmp_path):
     from t2igan.metrics.matcher import Matcher, build_matcher
 

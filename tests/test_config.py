@@ -138,7 +138,6 @@ def test_model_balance_and_optim_options_build_a_gan(compose, group, option):
         (["metrics.matcher_pool=max"], "metrics.matcher_pool"),
         (["optim.decay_from=1.0"], "optim.decay_from"),
         (["balance.rotated_colours=1.5"], "balance.rotated_colours"),
-        (["text.whitening=0"], "text.whitening"),
     ],
     ids=lambda value: value[0] if isinstance(value, list) else None,
 )
@@ -167,8 +166,7 @@ def test_batch_larger_than_the_training_set_is_a_problem(compose):
     ["model.width=16", "model.dropout=0.5", "optim.g_lr=1.0", "trainer.batch_size=2",
      "balance.loss=hinge", "trainer.precision=mixed_bfloat16 balance=stackgan",
      "trainer.precision=mixed_bfloat16", "tracking.uri=sqlite:///x.db", "optim.decay_from=0",
-     "optim=ttur optim.decay_from=0.75", "balance.rotated_colours=1",
-     "text.whitening=1", "text.whitening=1e-3"],
+     "optim=ttur optim.decay_from=0.75", "balance.rotated_colours=1"],
 )  # fmt: skip
 def test_valid_edge_values_are_accepted(compose, override):
     assert problems(compose(*override.split())) == []
@@ -311,15 +309,11 @@ def test_controller_settings_come_from_the_config(compose):
     assert off["collapse_detector"] is None and off["lr_decay"] is None
 
 
-def test_the_matcher_is_one_per_text_pooling_and_whitening_and_the_defaults_keep_older_names(compose):
+def test_the_matcher_is_one_per_text_pooling_and_sentence_keeps_its_older_name(compose):
     from t2igan.metrics.matcher import matcher_path
 
     sentence = OmegaConf.to_container(compose(), resolve=True)
-    before_options = {**sentence, "text": {k: v for k, v in sentence["text"].items()
-                                           if k not in ("pooling", "whitening")}}  # fmt: skip
-    assert matcher_path(sentence) == matcher_path(before_options)  # cached matchers stay valid
-    # One trained on other embeddings is another.
-    others = [OmegaConf.to_container(compose(*overrides), resolve=True) for overrides in
-              (["text.pooling=phrases"], ["text.whitening=0.001"], ["text.whitening=0.01"],
-               ["text.pooling=phrases", "text.whitening=0.001"])]  # fmt: skip
-    assert len({matcher_path(config) for config in [sentence, *others]}) == 5
+    phrases = OmegaConf.to_container(compose("text.pooling=phrases"), resolve=True)
+    before_pooling = {**sentence, "text": {k: v for k, v in sentence["text"].items() if k != "pooling"}}
+    assert matcher_path(sentence) == matcher_path(before_pooling)  # cached matchers stay valid
+    assert matcher_path(phrases) != matcher_path(sentence)  # one trained on other embeddings is another

@@ -32,12 +32,9 @@ def matcher_path(config: dict) -> Path:
     one per dataset, text encoder and matcher training settings. (It is trained with the seed
     of the run that first needs it; later runs of any seed share it, as they share the judge.)"""
     metrics, text = config["metrics"], config["text"]
-    # Options at their defaults stay out, so matchers cached before an option existed keep their names.
-    options = [text["pooling"]] if text.get("pooling", "sentence") != "sentence" else []
-    if text.get("whitening") is not None:
-        options.append(f"whitening={text['whitening']:g}")
+    pooling = [text["pooling"]] if text.get("pooling", "sentence") != "sentence" else []  # older names kept
     identity = {
-        "data": config["data"], "text": [text["model"], text["dim"], *options],
+        "data": config["data"], "text": [text["model"], text["dim"], *pooling],
         "settings": {key: value for key, value in metrics.items() if key.startswith("matcher_")},
         "version": MATCHER_VERSION,
     }  # fmt: skip

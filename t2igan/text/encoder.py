@@ -14,7 +14,6 @@ import numpy as np
 
 from t2igan.errors import UserError
 from t2igan.io import atomic_save_npz
-from t2igan.text.whitening import Whitening
 
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
 POOLINGS = ("sentence", "phrases")
@@ -79,10 +78,6 @@ class CaptionEmbedder:
     sentence embedding blends "red crown, blue wings" into something between the two colours
     on both parts, while "red crown" alone keeps the colour with its part. Phrases share the
     cache with whole captions.
-
-    `whitening` (a floor in (0, 1]; None: off) whitens what `embed` returns
-    (`t2igan.text.whitening`), with statistics that `fit_whitening` takes from the training
-    captions or `whitener` is given (from a checkpoint); the cache keeps the raw vectors.
     """
 
     def __init__(
@@ -96,7 +91,6 @@ class CaptionEmbedder:
         offline: bool = True,
         show_progress: bool = True,
         pooling: str = "sentence",
-        whitening: float | None = None,
     ):
         if pooling not in POOLINGS:
             raise TextEncoderError(f"text.pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
@@ -109,12 +103,6 @@ class CaptionEmbedder:
         self.offline = offline
         self.show_progress = show_progress
         self._encoder = None  # loaded on the first caption the cache lacks, then kept
-        self.whitening = whitening
-        self.whitener: Whitening | None = None
-
-    def fit_whitening(self, captions: Sequence[str]) -> None:
-        """Fit the whitening on the embeddings of `captions` (the training split's)."""
-        self.whitener = Whitening.fit(self._embed_pooled(captions), self.whitening)
 
     def _load_store(self) -> dict[bytes, int]:
         if not self.path.exists():
@@ -132,14 +120,6 @@ class CaptionEmbedder:
 
     def embed(self, captions: Sequence[str]) -> np.ndarray:
         """(N,) captions -> (N, dim) float32 embeddings, encoding only what the cache lacks."""
-        if self.whitening is None:
-            return self._embed_pooled(captions)
-        if self.whitener is None:
-            raise TextEncoderError("text.whitening is set but no whitening was fitted: call "
-                                   "fit_whitening(training captions) or set whitener first")
-        return self.whitener(self._embed_pooled(captions))
-
-    def _embed_pooled(self, captions: Sequence[str]) -> np.ndarray:
         if self.pooling == "sentence" or not captions:
             return self._embed_cached(captions)
         pieces = [split_phrases(caption) for caption in captions]
@@ -186,12 +166,3 @@ class CaptionEmbedder:
                 f"embeddings but text.dim is {self.dim}; set text.dim={vectors.shape[1]}"
             )
         return vectors
-
-
-def training_embedder(text: dict, train_split, *, show_progress: bool) -> CaptionEmbedder:
-    """The run's CaptionEmbedder (the `text` config group), its whitening (if on) fitted on
-    the training split's captions."""
-    embedder = CaptionEmbedder(**text, show_progress=show_progress)
-    if embedder.whitening is not None:
-        embedder.fit_whitening([caption for captions in train_split.captions for caption in captions])
-    return embedder
