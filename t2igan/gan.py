@@ -90,8 +90,9 @@ class TextToImageGAN(keras.Model):
 
     Each `train_step` takes a batch `(real_images (B, S, S, 3) in [-1, 1], text_embeddings
     (B, T))`, pairs every image with the caption of its neighbour in the batch for the
-    mismatched term, and makes `balance.n_critic` discriminator updates followed by one
-    generator update. G runs once per D update: the last D update sees the detached fakes that
+    mismatched term (or, with `balance.rotated_colours`, with its own caption's negative where
+    the batch carries one: `(..., negative_embeddings (B, T), has_negative (B,))`), and makes
+    `balance.n_critic` discriminator updates followed by one generator update. G runs once per D update: the last D update sees the detached fakes that
     D then judges again for G's loss. Every D input -- real, fake, mismatched, in both
     updates -- passes through `_encode`, the one place augmentation and instance noise
     are applied. Metrics are running means that the logging callback resets each interval.
@@ -248,8 +249,8 @@ class TextToImageGAN(keras.Model):
     def _mismatched(self, text_embeddings, negatives):
         """(B, T) captions for D's mismatched pairs, and (B,) float32 1 where a pair is the
         image's own caption with its colours rotated: the neighbour's caption in the batch,
-        replaced by the caption's negative (the `training_batches` extras) with probability
-        `balance.rotated_colours` where it has one."""
+        replaced by the caption's negative (`negatives`: the batch's negative embeddings and
+        which captions have one) with probability `balance.rotated_colours` where it has one."""
         neighbours = ops.roll(text_embeddings, shift=1, axis=0)
         if not negatives or self.balance.rotated_colours <= 0:
             return neighbours, ops.zeros(ops.shape(text_embeddings)[:1], "float32")
@@ -299,8 +300,10 @@ class TextToImageGAN(keras.Model):
         values["balance/augment_p"] = self.augment_probability
         values["balance/d_lr"] = self.d_optimizer.learning_rate
         values["balance/g_lr"] = self.g_optimizer.learning_rate
+        # d_score/rotated: a mean over the interval's rotated pairs (steps without any add nothing).
+        weights = {"d_score/rotated": ops.sum(rotated)}
         for name, value in values.items():
-            self.trackers[name].update_state(value)
+            self.trackers[name].update_state(value, sample_weight=weights.get(name))
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
     def _generator_terms(self, fake_images, fake_embeddings, noise, mu, log_sigma) -> dict:
@@ -380,14 +383,15 @@ class TextToImageGAN(keras.Model):
         d_grads = d_tape.gradient(total, d_variables)
         self.d_optimizer.apply(d_grads, d_variables)
         real_signs = ops.mean(ops.sign(ops.cast(real_logits, "float32")))
+        wrong_scores = ops.reshape(ops.sigmoid(ops.cast(wrong_logits, "float32")), (-1,))  # (B,)
         self.ada_signal.update_state(real_signs)
         return {
             **d_terms,
             "d_score/real": ops.mean(ops.sigmoid(real_logits)),
             "d_score/fake": ops.mean(ops.sigmoid(fake_logits)),
             "d_score/wrong": ops.mean(ops.sigmoid(wrong_logits)),
-            "d_score/rotated": ops.sum(ops.sigmoid(ops.cast(wrong_logits, "float32"))[:, 0] * rotated)
-                               / ops.maximum(ops.sum(rotated), 1.0),
+            # The mean over the rotated pairs; train_step weighs it by their count.
+            "d_score/rotated": ops.sum(wrong_scores * rotated) / ops.maximum(ops.sum(rotated), 1.0),
             "d_sign/real": real_signs,
             "grad_norm/d": tf.linalg.global_norm(d_grads),
         }

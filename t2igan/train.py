@@ -49,6 +49,7 @@ def train(cfg: DictConfig) -> float:
     from t2igan.runs import RunFolder, run_name
     from t2igan.sweep import active_trial
     from t2igan.text.encoder import CaptionEmbedder
+    from t2igan.text.negatives import rotated_colour_negatives
     from t2igan.tracking import make_tracker
 
     validate(cfg)
@@ -65,7 +66,7 @@ def train(cfg: DictConfig) -> float:
                            f"training images of data={data['name']}")  # fmt: skip
     embedder = CaptionEmbedder(**text, show_progress=run["progress"])
     # Before the matcher, which may train for minutes: a dataset without such captions fails now.
-    negatives = (trainer.rotated_colour_negatives(embedder, splits["train"])
+    negatives = (rotated_colour_negatives(embedder, splits["train"])
                  if balance["rotated_colours"] > 0 else None)  # fmt: skip
     uses_matcher = Balance.from_options(_without_name(balance)).uses_matcher
     if uses_matcher:

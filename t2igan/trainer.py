@@ -26,7 +26,6 @@ from t2igan.callbacks import (
 )
 from t2igan.checkpoint import restore_checkpoint, save_checkpoint
 from t2igan.data.pipeline import training_batches
-from t2igan.errors import UserError
 from t2igan.io import atomic_write_text
 from t2igan.runs import changed_keys
 from t2igan.sweep import Pruned
@@ -58,25 +57,6 @@ def _embed_splits(embedder, train_split, sample_split, sample_captions: int):
     vectors = embedder.embed(captions + grid_captions)
     train_embeddings = vectors[: len(captions)].reshape(len(train_split), -1, vectors.shape[-1])
     return train_embeddings, grid_captions, vectors[len(captions) :]
-
-
-def rotated_colour_negatives(embedder, train_split):
-    """(N, C, D) embeddings of each training caption with its colours rotated, and (N, C) bool:
-    which captions name two colours and so have one (zeros elsewhere)."""
-    from t2igan.text.negatives import rotate_colours
-
-    rotated = [rotate_colours(caption) for captions in train_split.captions for caption in captions]
-    has_negative = np.array([caption is not None for caption in rotated])
-    if not has_negative.any():
-        raise UserError("balance.rotated_colours > 0, but no training caption names two colours "
-                        "(t2igan.text.negatives.COLOUR_WORDS); set balance.rotated_colours=0")
-    print(f"rotated colours: {has_negative.mean():.0%} of the training captions name two colours "
-          "or more and get a negative with them moved to the wrong parts")
-    vectors = embedder.embed([caption for caption in rotated if caption is not None])
-    negatives = np.zeros((len(rotated), vectors.shape[-1]), np.float32)
-    negatives[has_negative] = vectors
-    shape = (len(train_split), -1)
-    return negatives.reshape(*shape, vectors.shape[-1]), has_negative.reshape(shape)
 
 
 def _statistics_inputs(train_embeddings: np.ndarray, count: int, noise_dim: int, seed: int):
@@ -135,8 +115,9 @@ def fit(
     controllers; None switches one off.
     `standing_statistics` > 0 measures the EMA generator's BatchNorm statistics on that many fixed
     training captions before it draws, is judged or is saved (0: it keeps G's).
-    `negatives` (`rotated_colour_negatives`: (N, C, D) embeddings and (N, C) bool) go into the
-    batches for D's mismatched pairs (`balance.rotated_colours`); None: none.
+    `negatives` (`t2igan.text.negatives.rotated_colour_negatives`: (N, C, D) embeddings and
+    (N, C) bool) go into the batches for D's mismatched pairs; `balance.rotated_colours` > 0
+    needs them, and they are refused without it.
     `report_objective(step, value) -> stop` receives each new objective value (a sweep trial
     reporting to its study); when it returns True, training stops, the checkpoint is saved,
     the tracking run ends KILLED and `t2igan.sweep.Pruned` is raised.
@@ -144,6 +125,9 @@ def fit(
     NaN if training failed to produce it, and `collapse_penalty(objective)` if the collapse
     detector stopped the run.
     """
+    if (negatives is not None) != (gan.balance.rotated_colours > 0):
+        raise ValueError("negatives and balance.rotated_colours > 0 go together")
+    negative_embeddings, has_negative = negatives or (None, None)
     collapsed = folder.read_state().get("collapse_reason") if resume else None
     if collapsed:
         print(f"{folder.path.name} was stopped by the collapse detector ({collapsed}); "
@@ -205,7 +189,7 @@ def fit(
                 training_batches(train_split.images, train_embeddings, batch_size=batch_size,
                                  seed=seed, start_step=gan.step, crop_size=train_split.crop_size,
                                  random_flip=train_split.random_flip,
-                                 **dict(zip(("negative_embeddings", "has_negative"), negatives or ()))),
+                                 negative_embeddings=negative_embeddings, has_negative=has_negative),
                 epochs=1,
                 shuffle=False,
                 steps_per_epoch=steps - gan.step,

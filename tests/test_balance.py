@@ -158,23 +158,35 @@ def test_the_matcher_critic_is_a_second_discriminator_on_the_frozen_matcher():
 def test_rotated_colours_replace_the_neighbours_caption_where_a_caption_has_a_negative():
     gan = tiny_gan(rotated_colours=1.0)
     images, text = batch()
-    negatives, has = -text, np.array([True, False, True, False])
-    mismatched, rotated = (np.asarray(x) for x in gan._mismatched(text, (negatives, has)))
-    np.testing.assert_array_equal(mismatched[has], negatives[has])
-    np.testing.assert_array_equal(mismatched[~has], np.roll(text, 1, axis=0)[~has])  # the neighbour's
-    np.testing.assert_array_equal(rotated, has)
+    negatives, has_negative = -text, np.array([True, False, True, False])
+    neighbours = np.roll(text, 1, axis=0)
+    mismatched, rotated = (np.asarray(x) for x in gan._mismatched(text, (negatives, has_negative)))
+    np.testing.assert_array_equal(mismatched[has_negative], negatives[has_negative])
+    np.testing.assert_array_equal(mismatched[~has_negative], neighbours[~has_negative])
+    np.testing.assert_array_equal(rotated, has_negative)
     # Off, or no negatives in the batch: the neighbours' captions, as before.
-    for off, extras in ((tiny_gan(), (negatives, has)), (gan, ())):
-        mismatched, rotated = (np.asarray(x) for x in off._mismatched(text, extras))
-        np.testing.assert_array_equal(mismatched, np.roll(text, 1, axis=0))
+    for plain, extras in ((tiny_gan(), (negatives, has_negative)), (gan, ())):
+        mismatched, rotated = (np.asarray(x) for x in plain._mismatched(text, extras))
+        np.testing.assert_array_equal(mismatched, neighbours)
         assert not rotated.any()
     # A share below 1 draws that share of the captions that have one.
-    many = np.random.default_rng(1).standard_normal((2000, TINY["text_dim"])).astype("float32")
-    _, rotated = tiny_gan(rotated_colours=0.25)._mismatched(many, (-many, np.ones(2000, bool)))
+    captions = np.random.default_rng(1).standard_normal((2000, TINY["text_dim"])).astype("float32")
+    negatives = (-captions, np.ones(2000, bool))
+    _, rotated = tiny_gan(rotated_colours=0.25)._mismatched(captions, negatives)
     assert np.mean(rotated) == pytest.approx(0.25, abs=0.03)
-    # D's mean score on the rotated pairs is logged; 0 without them.
-    assert 0.0 < float(gan.train_step((images, text, negatives, has))["d_score/rotated"]) < 1.0
-    assert run_steps(tiny_gan(), 1)[-1]["d_score/rotated"] == 0.0
+
+
+def test_d_score_rotated_is_ds_mean_score_over_the_rotated_pairs_only():
+    gan = tiny_gan(rotated_colours=1.0)
+    images, text = batch()
+    every = gan.train_step((images, text, -text, np.ones(4, bool)))
+    # Every mismatched pair rotated: the same pairs as d_score/wrong.
+    assert float(every["d_score/rotated"]) == pytest.approx(float(every["d_score/wrong"]), rel=1e-5)
+    # A step without rotated pairs leaves the interval's mean alone (it is not a score of 0).
+    none = gan.train_step((images, text, -text, np.zeros(4, bool)))
+    previous = float(every["d_score/rotated"])
+    assert float(none["d_score/rotated"]) == pytest.approx(previous, rel=1e-6)
+    assert run_steps(tiny_gan(), 1)[-1]["d_score/rotated"] == 0.0  # off: 0
 
 
 @pytest.mark.parametrize("d_norm, penalty", [("batch", {}), ("spectral", {"ma_gp_weight": 2.0}),

@@ -103,14 +103,17 @@ def test_an_unknown_pooling_is_a_clear_error(tmp_path):
     ("a red crown and blue wings", "a blue crown and red wings"),
     ("red crown, blue wings and a green belly", "blue crown, green wings and a red belly"),
     ("Red crown, red bill and white wings", "White crown, white bill and red wings"),  # every use moves
-    ("there is a bird among green leaves with yellow wings", "there is a bird among yellow leaves with green wings"),
+    ("a bird among green leaves with yellow wings", "a bird among yellow leaves with green wings"),
+    ("black and white wings and a red bill", "red wings and a black and white bill"),  # places move whole
+    ("a red and white bird", None),  # one place: "a white and red bird" says the same
+    ("olive-green wings, a grey crown", "grey wings, a olive-green crown"),
     ("a grey bill and gray wings", None),  # one colour, two spellings
     ("a golden crown and a gold bill", None),
     ("bird with black wings", None),
     ("a bird on sandy ground", None),
     ("a bluebird with reddish wings", None),  # whole words only
 ])  # fmt: skip
-def test_rotate_colours_moves_each_colour_to_the_next_ones_places(caption, rotated):
+def test_rotate_colours_moves_each_places_colours_to_the_next_place(caption, rotated):
     from t2igan.text.negatives import rotate_colours
 
     assert rotate_colours(caption) == rotated
@@ -118,7 +121,7 @@ def test_rotate_colours_moves_each_colour_to_the_next_ones_places(caption, rotat
 
 def test_training_captions_get_the_embeddings_of_their_rotated_colours():
     from t2igan.errors import UserError
-    from t2igan.trainer import rotated_colour_negatives
+    from t2igan.text.negatives import rotated_colour_negatives
 
     class LengthEmbedder:  # each caption's vector is its length; keeps what it embedded
         def __init__(self):
@@ -130,12 +133,12 @@ def test_training_captions_get_the_embeddings_of_their_rotated_colours():
 
     embedder = LengthEmbedder()
     negatives, has_negative = rotated_colour_negatives(
-        embedder, Split([["a red crown and blue wings", "a bird"], ["black wings", "red and white"]]))
-    assert embedder.embedded == ["a blue crown and red wings", "white and red"]
+        embedder, Split([["a red crown and blue wings", "a bird"], ["black wings", "red cap, grey bill"]]))
+    assert embedder.embedded == ["a blue crown and red wings", "grey cap, red bill"]
     np.testing.assert_array_equal(has_negative, [[True, False], [False, True]])
-    np.testing.assert_array_equal(negatives, [[[26, 1], [0, 0]], [[0, 0], [13, 1]]])
+    np.testing.assert_array_equal(negatives, [[[26, 1], [0, 0]], [[0, 0], [18, 1]]])
     with pytest.raises(UserError, match="no training caption names two colours"):
-        rotated_colour_negatives(embedder, Split([["a bird"], ["black wings"]]))
+        rotated_colour_negatives(embedder, Split([["a bird"], ["black and white wings"]]))
 
 
 class Split:

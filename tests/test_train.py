@@ -121,7 +121,8 @@ def test_optim_decay_from_lowers_both_learning_rates_over_the_end_of_the_run(tmp
 
 def test_rotated_colours_give_d_the_captions_with_their_colours_moved(tmp_path):
     result = run(tmp_path, "balance.rotated_colours=1")
-    assert re.search(r"rotated colours: \d+% of the training captions name two colours", result.stdout)
+    assert re.search(r"rotated colours: \d+% of the training captions name colours for two places",
+                     result.stdout)  # fmt: skip
     client, (mlflow_run,) = mlflow_runs(tmp_path)
     scores = [m.value for m in client.get_metric_history(mlflow_run.info.run_id, "d_score/rotated")]
     assert len(scores) == 2 and all(0.0 < score < 1.0 for score in scores)
