@@ -92,10 +92,11 @@ class TextToImageGAN(keras.Model):
     (B, T))`, pairs every image with the caption of its neighbour in the batch for the
     mismatched term (or, with `balance.rotated_colours`, with its own caption's negative where
     the batch carries one: `(..., negative_embeddings (B, T), has_negative (B,))`), and makes
-    `balance.n_critic` discriminator updates followed by one generator update. G runs once per D update: the last D update sees the detached fakes that
-    D then judges again for G's loss. Every D input -- real, fake, mismatched, in both
-    updates -- passes through `_encode`, the one place augmentation and instance noise
-    are applied. Metrics are running means that the logging callback resets each interval.
+    `balance.n_critic` discriminator updates followed by one generator update. G runs once per
+    D update: the last D update sees the detached fakes that D then judges again for G's loss.
+    Every D input -- real, fake, mismatched, in both updates -- passes through `_encode`, the
+    one place augmentation and instance noise are applied. Metrics are running means that the
+    logging callback resets each interval.
 
     `augment_probability` and D's learning rate are variables that controllers (ADA,
     automatic balancing) change between steps; `ada_signal` accumulates mean sign(D(real))

@@ -26,6 +26,7 @@ def absolute_paths(config: dict) -> None:
 
 
 def _without_name(group: dict) -> dict:
+    """The group's values for a builder: all but its `name`."""
     return {key: value for key, value in group.items() if key != "name"}
 
 

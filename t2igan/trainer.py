@@ -188,8 +188,8 @@ def fit(
             gan.fit(
                 training_batches(train_split.images, train_embeddings, batch_size=batch_size,
                                  seed=seed, start_step=gan.step, crop_size=train_split.crop_size,
-                                 random_flip=train_split.random_flip,
-                                 negative_embeddings=negative_embeddings, has_negative=has_negative),
+                                 random_flip=train_split.random_flip, has_negative=has_negative,
+                                 negative_embeddings=negative_embeddings),
                 epochs=1,
                 shuffle=False,
                 steps_per_epoch=steps - gan.step,

@@ -120,8 +120,12 @@ def test_rotate_colours_moves_each_places_colours_to_the_next_place(caption, rot
 
 
 def test_training_captions_get_the_embeddings_of_their_rotated_colours():
+    from t2igan.data.datasets import CaptionedImages
     from t2igan.errors import UserError
     from t2igan.text.negatives import rotated_colour_negatives
+
+    def split(captions):
+        return CaptionedImages(np.zeros((len(captions), 8, 8, 3), np.uint8), captions)
 
     class LengthEmbedder:  # each caption's vector is its length; keeps what it embedded
         def __init__(self):
@@ -133,19 +137,9 @@ def test_training_captions_get_the_embeddings_of_their_rotated_colours():
 
     embedder = LengthEmbedder()
     negatives, has_negative = rotated_colour_negatives(
-        embedder, Split([["a red crown and blue wings", "a bird"], ["black wings", "red cap, grey bill"]]))
+        embedder, split([["a red crown and blue wings", "a bird"], ["black wings", "red cap, grey bill"]]))
     assert embedder.embedded == ["a blue crown and red wings", "grey cap, red bill"]
     np.testing.assert_array_equal(has_negative, [[True, False], [False, True]])
     np.testing.assert_array_equal(negatives, [[[26, 1], [0, 0]], [[0, 0], [18, 1]]])
     with pytest.raises(UserError, match="no training caption names two colours"):
-        rotated_colour_negatives(embedder, Split([["a bird"], ["black and white wings"]]))
-
-
-class Split:
-    """The part of a CaptionedImages split the trainer's caption helpers read."""
-
-    def __init__(self, captions):
-        self.captions = captions
-
-    def __len__(self):
-        return len(self.captions)
+        rotated_colour_negatives(embedder, split([["a bird"], ["black and white wings"]]))

@@ -39,12 +39,12 @@ def rotate_colours(caption: str) -> str | None:
     is kept ("Red" -> "Blue"); "gray" is "grey" and "golden" is "gold"."""
     runs = list(_COLOUR_RUN.finditer(caption))
     colours = [_colours(run.group(0)) for run in runs]
-    distinct = list(dict.fromkeys(colours))
-    if len(distinct) < 2:
-        return None
-    texts = {}  # each distinct run's wording, as the caption first writes it
+    texts = {}  # each distinct place's colours, in order, as the caption first writes them
     for run, colour in zip(runs, colours):
         texts.setdefault(colour, run.group(0).lower())
+    if len(texts) < 2:
+        return None
+    distinct = list(texts)
     following = dict(zip(distinct, distinct[1:] + distinct[:1]))
     pieces, end = [], 0
     for run, colour in zip(runs, colours):
