@@ -131,11 +131,12 @@ SCHEMA: dict[str, dict[str, Callable]] = {
     "text": {
         "model": _optional_text, "dim": POSITIVE, "batch_size": POSITIVE, "device": _text,
         "offline": _boolean, "cache_dir": _text, "pooling": _choice(*POOLINGS),
+        "phrase_tokens": _integer(0),
     },
     "model": {
         "name": _text, "architecture": _choice(*ARCHITECTURES), "image_size": _image_size,
         "noise_dim": POSITIVE, "condition_dim": POSITIVE,
-        "text_dim": POSITIVE, "width": _number(0.0, 16.0, low_open=True),
+        "text_dim": POSITIVE, "phrase_tokens": _integer(0), "width": _number(0.0, 16.0, low_open=True),
         "generator_channels": POSITIVE, "discriminator_channels": POSITIVE,
         "dropout": RATE, "augment": _augmentations,
     },
@@ -252,6 +253,11 @@ def _cross_checks(config: dict) -> list[str]:
         )
     if model.get("text_dim") != config.get("text", {}).get("dim"):
         found.append("model.text_dim must equal text.dim")
+    if model.get("phrase_tokens") != config.get("text", {}).get("phrase_tokens"):
+        found.append("model.phrase_tokens must equal text.phrase_tokens")
+    if model.get("phrase_tokens") and model.get("architecture") != "fusion":
+        found.append(f"text.phrase_tokens > 0 needs model=fusion (its attention reads them); "
+                     f"model.architecture is {model.get('architecture')!r}")
     balance = config.get("balance", {})
     penalties = [key for key in ("ma_gp_weight", "r1_gamma") if balance.get(key)]
     if penalties and balance.get("d_norm") == "batch":

@@ -12,6 +12,7 @@ from t2igan.augment import augment_images, instance_noise
 from t2igan.metrics.matcher import Matcher
 from t2igan.models.matcher_critic import MatcherCritic
 from t2igan.regularizers import LeCamAnchors, lecam_penalty, matching_aware_gradient_penalty, r1_penalty
+from t2igan.text.encoder import sentence_of
 
 METRIC_NAMES = (
     "d/real", "d/fake", "d/wrong", "d/total",
@@ -242,7 +243,7 @@ class TextToImageGAN(keras.Model):
     def _contrastive(self, features, text_embeddings):
         """XMC-GAN's sentence-image term through D's contrastive heads: each image's features
         should sit nearest its own caption among the batch's (weighted)."""
-        image_vectors, text_vectors = self.discriminator.contrastive(features, text_embeddings)
+        image_vectors, text_vectors = self.discriminator.contrastive(features, sentence_of(text_embeddings))
         return self.balance.contrastive_weight * losses.matching_loss(
             image_vectors, text_vectors, temperature=self.balance.contrastive_temperature
         )
@@ -259,8 +260,8 @@ class TextToImageGAN(keras.Model):
         draw = keras.random.uniform(ops.shape(has_negative), seed=self.seed_generator)
         rotated = ops.logical_and(ops.convert_to_tensor(has_negative, "bool"),
                                   draw < self.balance.rotated_colours)  # fmt: skip
-        mismatched = ops.where(rotated[:, None], ops.convert_to_tensor(negative_embeddings),
-                               neighbours)  # fmt: skip
+        rotated_rows = ops.reshape(rotated, (-1,) + (1,) * (len(text_embeddings.shape) - 1))
+        mismatched = ops.where(rotated_rows, ops.convert_to_tensor(negative_embeddings), neighbours)
         return mismatched, ops.cast(rotated, "float32")
 
     def train_step(self, data):
@@ -337,7 +338,7 @@ class TextToImageGAN(keras.Model):
             matched_images = augment_images(fake_images, policy=balance.matching_augment, probability=1.0,
                                             seed_generator=self.augment_seed_generator)  # fmt: skip
             image_embeddings = self.matcher.images(matched_images, training=False)
-            caption_embeddings = self.matcher.texts(fake_embeddings, training=False)
+            caption_embeddings = self.matcher.texts(sentence_of(fake_embeddings), training=False)
             terms["g/matching"] = losses.matching_loss(image_embeddings, caption_embeddings,
                                                        temperature=balance.matching_temperature)
             terms["g/total"] += balance.matching_weight * terms["g/matching"]
@@ -467,6 +468,7 @@ def build_gan(
     jit_compile: bool = False,
     steps_per_execution: int = 1,
     matcher: Matcher | None = None,
+    phrase_tokens: int = 0,
     **balance,
 ) -> TextToImageGAN:
     """A compiled GAN from the `model`, `balance` and `optim` groups' plain values.
@@ -482,6 +484,7 @@ def build_gan(
     generator_args = dict(
         text_dim=text_dim, noise_dim=noise_dim, condition_dim=condition_dim,
         image_size=image_size, generator_channels=generator_channels, width=width,
+        phrase_tokens=phrase_tokens,
     )  # fmt: skip
     gan = TextToImageGAN(
         make_generator(architecture, **generator_args, seed=seed),
@@ -490,7 +493,8 @@ def build_gan(
             architecture, text_dim=text_dim, condition_dim=condition_dim, image_size=image_size,
             discriminator_channels=discriminator_channels, width=width, dropout=dropout,
             augment=tuple(augment), norm=balance.d_norm, minibatch_std=balance.minibatch_std,
-            contrastive_dim=balance.contrastive_dim if balance.contrastive_weight > 0 else 0, seed=seed,
+            contrastive_dim=balance.contrastive_dim if balance.contrastive_weight > 0 else 0,
+            phrase_tokens=phrase_tokens, seed=seed,
         ),  # fmt: skip
         noise_dim=noise_dim,
         balance=balance,

@@ -42,7 +42,8 @@ def interpolation_inputs(start_embedding, end_embedding, start_noise, end_noise,
     weights = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
     text_end = end_embedding if what in ("text", "both") else start_embedding
     noise_end = end_noise if what in ("noise", "both") else start_noise
-    embeddings = (1 - weights) * start_embedding[None] + weights * text_end[None]
+    text_weights = weights.reshape((steps,) + (1,) * np.ndim(start_embedding))  # (T,) or (1 + K, T)
+    embeddings = (1 - text_weights) * start_embedding[None] + text_weights * text_end[None]
     noise = (1 - weights) * start_noise[None] + weights * noise_end[None]
     return embeddings.astype(np.float32), noise.astype(np.float32)
 

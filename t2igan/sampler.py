@@ -77,13 +77,14 @@ class Sampler:
             model.get("architecture", "stackgan"), text_dim=model["text_dim"],
             noise_dim=model["noise_dim"], condition_dim=model["condition_dim"],
             image_size=model["image_size"], generator_channels=model["generator_channels"],
-            width=model["width"],
+            width=model["width"], phrase_tokens=model.get("phrase_tokens", 0),
         )  # fmt: skip
         restore_variables(path, {"generator_ema": generator.variables})
         embedder = CaptionEmbedder(
             model=text["model"], dim=text["dim"], cache_dir=cache_dir or text["cache_dir"],
             batch_size=text["batch_size"], device=text["device"], offline=text["offline"],
-            pooling=text.get("pooling", "sentence"), show_progress=False,
+            pooling=text.get("pooling", "sentence"), phrase_tokens=text.get("phrase_tokens", 0),
+            show_progress=False,
         )  # fmt: skip
         return cls(generator, embedder, noise_dim=model["noise_dim"])
 

@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from t2igan.errors import exit_on_user_error
+from t2igan.text.encoder import sentence_of
 
 
 def train_matcher_command(cfg: DictConfig) -> float:
@@ -41,7 +42,8 @@ def train_and_save_matcher(config: dict, splits: dict, embedder, *, progress: bo
     metrics, size = config["metrics"], config["model"]["image_size"]
     train = splits["train"]
     images = train.centred_images(size)
-    flat = embedder.embed([caption for captions in train.captions for caption in captions])
+    # The matcher reads caption vectors only (with text.phrase_tokens, row 0 of each embedding).
+    flat = sentence_of(embedder.embed([caption for captions in train.captions for caption in captions]))
     embeddings = flat.reshape(len(train), -1, flat.shape[-1])
     batch_size = min(metrics["matcher_batch_size"], len(train))
     model, seconds = train_matcher(
@@ -62,7 +64,7 @@ def train_and_save_matcher(config: dict, splits: dict, embedder, *, progress: bo
     score = float("nan")
     if len(test) > 99:
         matcher = Matcher(model)
-        score = r_precision(encode(matcher, test.images), encode_texts(matcher, embedder.embed(own)),
+        score = r_precision(encode(matcher, test.images), encode_texts(matcher, sentence_of(embedder.embed(own))),
                             mismatched_captions(len(test), len(test), seed=config["seed"]))  # fmt: skip
     print(f"matcher trained in {seconds:.0f} s, saved to {path}; real test images' R-precision "
           f"{score:.3f} (chance 0.01)" + ("" if len(test) > 99 else ": needs more than 99 test images"))  # fmt: skip
@@ -87,7 +89,7 @@ def attribute_readings(matcher, split, embedder, prompt_seeds: int = 5) -> dict[
     # cache), attribute by attribute, seed by seed.
     captions = [caption for name in ATTRIBUTE_NAMES for seed in range(prompt_seeds)
                 for caption in attribute_prompts(name, seed)]  # fmt: skip
-    vectors = encode_texts(matcher, embedder.embed(captions))
+    vectors = encode_texts(matcher, sentence_of(embedder.embed(captions)))
     values = [len(ATTRIBUTES[name]) for name in ATTRIBUTE_NAMES]
     blocks = np.split(vectors, np.cumsum([prompt_seeds * count for count in values])[:-1])
     prompts = {name: block.reshape(prompt_seeds, count, -1).mean(axis=0)

@@ -55,7 +55,7 @@ def _embed_splits(embedder, train_split, sample_split, sample_captions: int):
     # The grid's rows: the first caption of each of the first test images.
     grid_captions = [image_captions[0] for image_captions in sample_split.captions[:sample_captions]]
     vectors = embedder.embed(captions + grid_captions)
-    train_embeddings = vectors[: len(captions)].reshape(len(train_split), -1, vectors.shape[-1])
+    train_embeddings = vectors[: len(captions)].reshape(len(train_split), -1, *vectors.shape[1:])
     return train_embeddings, grid_captions, vectors[len(captions) :]
 
 

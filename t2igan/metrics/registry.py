@@ -27,6 +27,7 @@ from t2igan.images import to_uint8
 from t2igan.io import atomic_save_npz
 from t2igan.metrics.frechet import StreamingFeatureStatistics, frechet_distance
 from t2igan.metrics.scores import inception_score, kernel_inception_distance, mismatched_captions, r_precision
+from t2igan.text.encoder import sentence_of
 
 _PATTERN = re.compile(r"(?P<kind>fid|kid|is|fd_judge|fd_matcher|fd_keras)(?P<count>\d+)(?P<thousands>k?)"
                       r"(?:_(?P<split>train|test))?")  # fmt: skip
@@ -199,7 +200,7 @@ class MetricSuite:
         if protocol.kind == "r_precision":
             images = np.concatenate(accumulator.kept)
             mismatched = mismatched_captions(len(images), len(embeddings), seed=self.seed)
-            texts = self.network(protocol.network).texts(embeddings)
+            texts = self.network(protocol.network).texts(sentence_of(embeddings))
             return {key: r_precision(images, texts, mismatched)}
         reference = self._reference(protocol.network, protocol.split)
         if protocol.kind == "kid":

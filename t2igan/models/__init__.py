@@ -20,14 +20,17 @@ def make_generator(
     image_size: int,
     generator_channels: int,
     width: float,
+    phrase_tokens: int = 0,
     seed: int | None = None,
     name: str = "generator",
 ):
-    """The generator of `architecture`: `[noise, text_embeddings] -> [images, mu, log_sigma]`."""
+    """The generator of `architecture`: `[noise, text_embeddings] -> [images, mu, log_sigma]`
+    (`phrase_tokens` > 0: the fusion generator's phrase attention)."""
     build = {"stackgan": build_generator, "fusion": build_fusion_generator}[_known(architecture)]
+    phrases = {"phrase_tokens": phrase_tokens} if _reads_phrases(architecture, phrase_tokens) else {}
     return build(
         text_dim=text_dim, noise_dim=noise_dim, condition_dim=condition_dim, image_size=image_size,
-        base_channels=generator_channels, width=width, seed=seed, name=name,
+        base_channels=generator_channels, width=width, seed=seed, name=name, **phrases,
     )  # fmt: skip
 
 
@@ -44,6 +47,7 @@ def make_discriminator(
     norm: str,
     minibatch_std: bool,
     contrastive_dim: int = 0,
+    phrase_tokens: int = 0,
     seed: int | None = None,
 ):
     """The discriminator of `architecture`, with `encode(images)` and `judge(features, text)`."""
@@ -52,9 +56,16 @@ def make_discriminator(
         width=width, dropout=dropout, augment=tuple(augment), norm=norm,
         minibatch_std=minibatch_std, contrastive_dim=contrastive_dim, seed=seed,
     )  # fmt: skip
-    if _known(architecture) == "fusion":
-        return FusionDiscriminator(**common)
+    if _reads_phrases(architecture, phrase_tokens):
+        return FusionDiscriminator(**common, phrase_tokens=phrase_tokens)
     return build_discriminator(**common, condition_dim=condition_dim)
+
+
+def _reads_phrases(architecture: str, phrase_tokens: int) -> bool:
+    """Whether `architecture` is the fusion pair; phrase tokens are an error for any other."""
+    if _known(architecture) != "fusion" and phrase_tokens:
+        raise ValueError(f"phrase_tokens={phrase_tokens} needs the fusion architecture, not {architecture!r}")
+    return architecture == "fusion"
 
 
 def _known(architecture: str) -> str:

@@ -165,10 +165,11 @@ class ContrastiveHeads(layers.Layer):
         return {**super().get_config(), "dim": self.dim, "text_scale": self.text_scale}
 
 
-def build_with_heads(discriminator, image_size: int, text_dim: int) -> None:
+def build_with_heads(discriminator, image_size: int, text_dim: int, phrase_tokens: int = 0) -> None:
     """Create every weight of a discriminator (and its contrastive heads, if any) now, so
     parameter counts and checkpoints need no data."""
-    images, text = ops.zeros((1, image_size, image_size, 3)), ops.zeros((1, text_dim))
+    images = ops.zeros((1, image_size, image_size, 3))
+    text = ops.zeros((1, 1 + phrase_tokens, text_dim) if phrase_tokens else (1, text_dim))
     if discriminator.contrastive is not None:  # first: the call below marks D built
-        discriminator.contrastive(discriminator.encode(images), text)
+        discriminator.contrastive(discriminator.encode(images), text[:, 0] if phrase_tokens else text)
     discriminator((images, text))

@@ -9,6 +9,13 @@ discriminator judges the image
 against the caption both through DF-GAN's joint convolution over [features, text] and through
 a projection term <embed(text), features> (Miyato & Koyama 2018) that scores the match
 directly.
+
+With phrase tokens (`text.phrase_tokens` > 0: the caption's phrases embedded one by one beside
+its vector) both sides also read the phrases where they apply, as AttnGAN's word attention
+does: every position of every generator block attends over the phrases and is scaled and
+shifted by what it read (`PhraseAttention`), and the discriminator scores each phrase against
+the image region that phrase attends to (`PhraseMatch`). One sentence vector blends "a red
+crown, blue wings" into both colours on both parts; a phrase keeps its colour with its part.
 """
 
 import keras
@@ -25,6 +32,7 @@ from t2igan.models.blocks import (
     scaled_channels,
     spectral_if,
 )
+from t2igan.text.encoder import sentence_of
 
 
 def text_scale(text_dim: int) -> float:
@@ -66,6 +74,53 @@ class TextAffine(layers.Layer):
         return {**super().get_config(), "channels": self.channels, "hidden": self.hidden}
 
 
+def phrase_mask(phrases):
+    """(B, K, D) phrase embeddings -> (B, K) float32, 1 for a phrase, 0 for padding (zeros)."""
+    return ops.cast(ops.any(ops.not_equal(phrases, 0), axis=-1), "float32")
+
+
+def _attend(scores, mask, axis):
+    """Softmax of float32 `scores` over `axis`, where padded phrases (`mask` 0, broadcast to
+    `scores`) get no weight."""
+    return ops.softmax(ops.where(mask > 0, scores, -1e9), axis=axis)
+
+
+@keras.saving.register_keras_serializable(package="t2igan")
+class PhraseAttention(layers.Layer):
+    """Each position of a feature map reads the caption's phrases and is scaled and shifted by
+    what it read: AttnGAN's word attention, applied as a per-position text affine.
+
+    `(features (B, H, W, C), phrases (B, K, D))` -> features * (1 + gamma(context)) +
+    beta(context), where `context` (B, H, W, key_dim) is each position's softmax-weighted mean
+    of the phrases' values (keys and queries `key_dim` wide; padded phrases, all zeros, get no
+    weight). gamma and beta start at zero, so a fresh layer passes its features through.
+    """
+
+    def __init__(self, channels: int, key_dim: int = 64, **kwargs):
+        super().__init__(**kwargs)
+        self.channels, self.key_dim = channels, key_dim
+        self.query = layers.Dense(key_dim, use_bias=False, name="query")
+        self.key = layers.Dense(key_dim, use_bias=False, name="key")
+        self.value = layers.Dense(key_dim, activation="relu", name="value")
+        self.gamma = layers.Dense(channels, kernel_initializer="zeros", name="gamma")
+        self.beta = layers.Dense(channels, kernel_initializer="zeros", name="beta")
+
+    def call(self, features, phrases):
+        queries = ops.cast(self.query(features), "float32")  # (B, H, W, d)
+        keys = ops.cast(self.key(phrases), "float32")  # (B, K, d)
+        scores = ops.einsum("bhwd,bkd->bhwk", queries, keys) / self.key_dim**0.5
+        weights = _attend(scores, phrase_mask(phrases)[:, None, None, :], axis=-1)
+        context = ops.einsum("bhwk,bkd->bhwd", weights, ops.cast(self.value(phrases), "float32"))
+        context = ops.cast(context, features.dtype)
+        return features * (1.0 + self.gamma(context)) + self.beta(context)
+
+    def compute_output_shape(self, features_shape, phrases_shape):
+        return features_shape
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels, "key_dim": self.key_dim}
+
+
 def build_fusion_generator(
     *,
     text_dim: int = 384,
@@ -74,6 +129,7 @@ def build_fusion_generator(
     image_size: int = 64,
     base_channels: int = 1024,
     width: float = 1.0,
+    phrase_tokens: int = 0,
     seed: int | None = None,
     name: str = "generator",
 ) -> keras.Model:
@@ -86,6 +142,9 @@ def build_fusion_generator(
     then ReLU. Channels halve per block; a 3x3 convolution makes RGB. The text is scaled by
     `text_scale`; `condition_dim` is the width of the text-affine MLPs' hidden layer. There is
     no conditioning augmentation: the returned mu and log_sigma are zeros, so the KL term is 0.
+    With `phrase_tokens` = K > 0 the text input is (B, 1 + K, text_dim) (`CaptionEmbedder`'s
+    caption vector, then its phrases): the caption vector conditions as above and every block
+    also applies `PhraseAttention` over the phrases after its text affine.
 
     Inputs `[noise (B, noise_dim), text_embeddings (B, text_dim)]`; outputs
     `[images (B, S, S, 3) in [-1, 1], mu (B, 1), log_sigma (B, 1)]`. `seed` is unused (the
@@ -94,8 +153,12 @@ def build_fusion_generator(
     del seed
     levels = pyramid_levels(image_size)
     noise = keras.Input((noise_dim,), name="noise")
-    text_embeddings = keras.Input((text_dim,), name="text_embeddings")
-    text = layers.Rescaling(text_scale(text_dim), name="text_scale")(text_embeddings)
+    text_shape = (1 + phrase_tokens, text_dim) if phrase_tokens else (text_dim,)
+    text_embeddings = keras.Input(text_shape, name="text_embeddings")
+    sentence = text_embeddings[:, 0] if phrase_tokens else text_embeddings
+    text = layers.Rescaling(text_scale(text_dim), name="text_scale")(sentence)
+    if phrase_tokens:
+        phrases = layers.Rescaling(text_scale(text_dim), name="phrase_scale")(text_embeddings[:, 1:])
 
     # DF-GAN's condition: noise beside the text in every block, so that noise keeps shaping the
     # image at every resolution (with the text alone there, each caption collapses to one image).
@@ -111,6 +174,8 @@ def build_fusion_generator(
                           use_bias=False, name=f"conv{level}")(x)  # fmt: skip
         x = BatchNorm(center=False, scale=False, name=f"conv{level}_norm")(x)
         x = TextAffine(x.shape[-1], condition_dim, name=f"conv{level}_text")(x, condition)
+        if phrase_tokens:
+            x = PhraseAttention(x.shape[-1], name=f"conv{level}_phrases")(x, phrases)
         x = layers.ReLU()(x)
     images = layers.Conv2D(
         3, 3, padding="same", activation="tanh", name="to_rgb", dtype="float32"
@@ -134,7 +199,10 @@ class FusionDiscriminator(keras.Model):
     objective use it) or "none";
     `minibatch_std` adds ProGAN's batch-spread channel to the joint head. `augment` is only
     "flip" (horizontal) or nothing, as in the StackGAN discriminator. `contrastive_dim` > 0 adds
-    `ContrastiveHeads` of that width (`contrastive`); 0 means none.
+    `ContrastiveHeads` of that width (`contrastive`); 0 means none. `phrase_tokens` = K > 0
+    takes (B, 1 + K, text_dim) text (caption vector, then phrases): the joint and projection
+    terms read the caption vector, and `PhraseMatch` adds each phrase's score against the
+    region it attends to.
     """
 
     def __init__(
@@ -149,6 +217,7 @@ class FusionDiscriminator(keras.Model):
         norm: str = "spectral",
         minibatch_std: bool = False,
         contrastive_dim: int = 0,
+        phrase_tokens: int = 0,
         seed: int | None = None,
         name: str = "discriminator",
         **kwargs,
@@ -159,7 +228,7 @@ class FusionDiscriminator(keras.Model):
         if set(augment) - {"flip"}:
             raise ValueError(f"unknown augmentation {sorted(set(augment) - {'flip'})}; known: ['flip']")
         self.norm, self.minibatch_std = norm, minibatch_std
-        self.text_dim, self.image_size = text_dim, image_size
+        self.text_dim, self.image_size, self.phrase_tokens = text_dim, image_size, phrase_tokens
         self.text_input_scale = text_scale(text_dim)  # what `judge` multiplies the text by
         levels = pyramid_levels(image_size)
         self.feature_size = image_size >> levels
@@ -192,7 +261,8 @@ class FusionDiscriminator(keras.Model):
         )
         self.contrastive = (ContrastiveHeads(contrastive_dim, text_scale=self.text_input_scale, name="contrastive")
                             if contrastive_dim else None)
-        build_with_heads(self, image_size, text_dim)
+        self.phrase_match = PhraseMatch(feature_channels, norm=self.norm, name="phrase_match") if phrase_tokens else None
+        build_with_heads(self, image_size, text_dim, phrase_tokens)
 
     def _down_block(self, x, out_channels: int, name: str):
         residual = layers.LeakyReLU(0.2)(x)
@@ -218,12 +288,15 @@ class FusionDiscriminator(keras.Model):
         return self.image_encoder(self.augmentation(images, training=training), training=training)
 
     def judge(self, features, text_embeddings, training=None):
-        """Image features (B, 4, 4, C) and (B, text_dim) embeddings -> (B, 1) float32 logits."""
+        """Image features (B, 4, 4, C) and (B, text_dim) embeddings (or (B, 1 + K, text_dim)
+        with phrase tokens) -> (B, 1) float32 logits."""
         text = ops.cast(text_embeddings, "float32") * self.text_input_scale
         extra = [batch_spread_channel(features)] if self.minibatch_std else []
-        joint, projected = text_match_terms(features, text, self.joint, self.projection, extra,
+        joint, projected = text_match_terms(features, sentence_of(text), self.joint, self.projection, extra,
                                             training=training)  # fmt: skip
-        return joint + projected
+        if self.phrase_match is None:
+            return joint + projected
+        return joint + projected + self.phrase_match(features, text[:, 1:], training=training)
 
     def call(self, inputs, training=None):
         images, text_embeddings = inputs
@@ -241,6 +314,46 @@ def text_match_terms(features, text, joint, projection, extra=(), training=None)
     pooled = ops.sum(ops.cast(features, "float32"), axis=(1, 2))
     projected = ops.sum(pooled * projection(text, training=training), axis=-1, keepdims=True)
     return joint_logit, projected
+
+
+@keras.saving.register_keras_serializable(package="t2igan")
+class PhraseMatch(layers.Layer):
+    """The discriminator's phrase term: each phrase finds its region of the image and is scored
+    against it, the mean over the caption's phrases a (B, 1) float32 logit.
+
+    `(features (B, H, W, C), phrases (B, K, D))`: phrase k attends over the H x W positions
+    (queries `keys(phrase)`, keys the features), and its score is <projection(phrase), region>,
+    the region being the attention-weighted sum of the features scaled to H x W positions (so
+    the term has the size of the sentence projection over sum-pooled features). Padded phrases
+    (zeros) count for nothing. `norm` "spectral" normalises both dense weights, as D's others.
+    """
+
+    def __init__(self, channels: int, *, norm: str = "spectral", **kwargs):
+        super().__init__(**kwargs)
+        self.channels, self.norm = channels, norm
+        self.keys = spectral_if(layers.Dense(channels, use_bias=False, name="keys", dtype="float32"), norm)
+        self.projection = spectral_if(
+            layers.Dense(channels, use_bias=False, name="projection", dtype="float32"), norm
+        )
+
+    def call(self, features, phrases, training=None):
+        positions = features.shape[1] * features.shape[2]
+        features = ops.reshape(ops.cast(features, "float32"), (-1, positions, features.shape[-1]))
+        phrases = ops.cast(phrases, "float32")
+        mask = phrase_mask(phrases)  # (B, K)
+        scores = ops.einsum("bkc,bpc->bkp", self.keys(phrases, training=training), features)
+        weights = _attend(scores / self.channels**0.5, mask[:, :, None], axis=-1)
+        regions = positions * ops.einsum("bkp,bpc->bkc", weights, features)
+        scores = ops.sum(regions * self.projection(phrases, training=training), axis=-1)  # (B, K)
+        return ops.sum(scores * mask, axis=-1, keepdims=True) / ops.maximum(
+            ops.sum(mask, axis=-1, keepdims=True), 1.0
+        )
+
+    def compute_output_shape(self, features_shape, phrases_shape):
+        return (features_shape[0], 1)
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels, "norm": self.norm}
 
 
 @keras.saving.register_keras_serializable(package="t2igan")

@@ -16,6 +16,7 @@ from keras import layers, ops
 
 from t2igan.models.blocks import SpectralNorm
 from t2igan.models.fusion import text_match_terms, text_scale
+from t2igan.text.encoder import sentence_of
 
 
 class MatcherCritic(keras.Model):
@@ -71,7 +72,7 @@ class MatcherCritic(keras.Model):
         return self.extractor(images, training=False)
 
     def judge(self, features, text_embeddings, training=None):
-        text = ops.cast(text_embeddings, "float32") * self.text_input_scale
+        text = ops.cast(sentence_of(text_embeddings), "float32") * self.text_input_scale
         logits = 0.0
         for maps, head in zip(features, self.heads):
             x = head.down(maps, training=training)

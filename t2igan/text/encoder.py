@@ -37,6 +37,12 @@ def split_phrases(caption: str) -> list[str]:
     return [phrase for phrase in _PHRASE_BREAK.split(caption.strip()) if phrase] or [caption]
 
 
+def sentence_of(embeddings):
+    """The caption vectors of `embed`'s output: (..., D) as given, or row 0 of (B, 1 + K, D)
+    phrase tokens (`phrase_tokens` > 0), which is what sentence-level consumers read."""
+    return embeddings[:, 0] if len(embeddings.shape) == 3 else embeddings
+
+
 def model_cache_name(model: str | None) -> str:
     """A file-system-safe name for the model: readable stem plus a hash of the full id."""
     model_id = BUNDLED_MODEL if model is None else model
@@ -78,6 +84,12 @@ class CaptionEmbedder:
     sentence embedding blends "red crown, blue wings" into something between the two colours
     on both parts, while "red crown" alone keeps the colour with its part. Phrases share the
     cache with whole captions.
+
+    `phrase_tokens` = K > 0 adds the phrases themselves: `embed` then returns (N, 1 + K, dim),
+    row 0 the caption's vector (as `pooling` says) and rows 1..K its first K phrases' own
+    embeddings, zeros past its last phrase, so that a model can attend to each phrase (which
+    keeps its colour with its part) instead of reading one blended vector (`sentence_of`
+    gives row 0 back).
     """
 
     def __init__(
@@ -91,11 +103,15 @@ class CaptionEmbedder:
         offline: bool = True,
         show_progress: bool = True,
         pooling: str = "sentence",
+        phrase_tokens: int = 0,
     ):
         if pooling not in POOLINGS:
             raise TextEncoderError(f"text.pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         self.model = model
         self.pooling = pooling
+        if phrase_tokens < 0:
+            raise TextEncoderError(f"text.phrase_tokens must be 0 or more, got {phrase_tokens}")
+        self.phrase_tokens = phrase_tokens
         self.dim = dim
         self.path = Path(cache_dir) / f"{model_cache_name(model)}.npz"
         self.batch_size = batch_size
@@ -119,7 +135,22 @@ class CaptionEmbedder:
         return {key.tobytes(): row for row, key in enumerate(self._keys)}
 
     def embed(self, captions: Sequence[str]) -> np.ndarray:
-        """(N,) captions -> (N, dim) float32 embeddings, encoding only what the cache lacks."""
+        """(N,) captions -> (N, dim) float32 embeddings, or (N, 1 + phrase_tokens, dim) with
+        phrase tokens; encodes only what the cache lacks."""
+        vectors = self._pooled(captions)
+        if not self.phrase_tokens:
+            return vectors
+        tokens = np.zeros((len(captions), 1 + self.phrase_tokens, self.dim), np.float32)
+        tokens[:, 0] = vectors
+        pieces = [split_phrases(caption)[: self.phrase_tokens] for caption in captions]
+        phrases = self._embed_cached([phrase for phrases in pieces for phrase in phrases])
+        rows = np.repeat(np.arange(len(captions)), [len(phrases) for phrases in pieces])
+        columns = np.concatenate([np.arange(1, 1 + len(phrases)) for phrases in pieces]) if captions else rows
+        tokens[rows, columns] = phrases
+        return tokens
+
+    def _pooled(self, captions: Sequence[str]) -> np.ndarray:
+        """(N,) captions -> (N, dim): the sentence embedding or the phrases' mean (`pooling`)."""
         if self.pooling == "sentence" or not captions:
             return self._embed_cached(captions)
         pieces = [split_phrases(caption) for caption in captions]
