@@ -287,3 +287,25 @@ def test_the_default_recipe_trains_in_mixed_bfloat16_with_float32_spectral_norm(
 def _spectral_norms(model) -> list:
     return [layer for layer in model._flatten_layers(include_self=False)
             if isinstance(layer, keras.layers.SpectralNormalization)]  # fmt: skip
+
+
+def test_phrase_tokens_train_with_the_matcher_penalties_and_rotated_negatives():
+    from t2igan.metrics.matcher import Matcher, build_matcher
+
+    matcher = Matcher(build_matcher(32, TINY["text_dim"], embedding_dim=8, width=4))  # reads caption vectors
+    gan = build_gan(**{**TINY, "d_norm": "spectral"}, **ARCHITECTURES["fusion"], seed=1, phrase_tokens=2,
+                    ma_gp_weight=2.0, rotated_colours=1.0, matching_weight=1.0, matcher_critic_weight=0.5,
+                    matcher=matcher)  # fmt: skip
+    images, _ = batch()
+    tokens = np.random.default_rng(3).standard_normal((4, 3, TINY["text_dim"])).astype("float32")
+    tokens[0, 2] = 0.0  # a caption of one phrase
+    has_negative = np.array([True, False, True, False])
+    mismatched, _ = (np.asarray(x) for x in gan._mismatched(tokens, (-tokens, has_negative)))
+    np.testing.assert_array_equal(mismatched[has_negative], -tokens[has_negative])  # whole rows
+    np.testing.assert_array_equal(mismatched[~has_negative], np.roll(tokens, 1, axis=0)[~has_negative])
+    for _ in range(2):
+        logged = {name: float(value) for name, value in
+                  gan.train_step((images, tokens, -tokens, has_negative)).items()}  # fmt: skip
+    assert all(math.isfinite(value) for value in logged.values()), logged
+    assert logged["d/ma_gp"] > 0 and logged["g/matching"] > 0 and logged["d/matcher_critic"] > 0
+    assert gan.generate(np.zeros((4, TINY["noise_dim"]), "float32"), tokens).shape == (4, 32, 32, 3)

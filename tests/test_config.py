@@ -317,3 +317,15 @@ def test_the_matcher_is_one_per_text_pooling_and_sentence_keeps_its_older_name(c
     before_pooling = {**sentence, "text": {k: v for k, v in sentence["text"].items() if k != "pooling"}}
     assert matcher_path(sentence) == matcher_path(before_pooling)  # cached matchers stay valid
     assert matcher_path(phrases) != matcher_path(sentence)  # one trained on other embeddings is another
+
+
+def test_phrase_tokens_need_the_fusion_model_and_share_the_caption_vectors_matcher(compose):
+    from t2igan.metrics.matcher import matcher_path
+
+    assert problems(compose("model=fusion", "text.phrase_tokens=5")) == []
+    found = problems(compose("model=stackgan_stage1", "text.phrase_tokens=5"))
+    assert len(found) == 1 and "model=fusion" in found[0], found
+    tokens = OmegaConf.to_container(compose("model=fusion", "text.phrase_tokens=5"), resolve=True)
+    plain = OmegaConf.to_container(compose("model=fusion"), resolve=True)
+    assert tokens["model"]["phrase_tokens"] == 5
+    assert matcher_path(tokens) == matcher_path(plain)  # the matcher reads row 0, the caption vector

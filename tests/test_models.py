@@ -108,3 +108,60 @@ def test_batch_norm_runs_the_fused_kernel(monkeypatch):
     layer(x, training=True)
     layer(x, training=False)
     assert len(calls) == 2
+
+
+def test_phrase_attention_starts_as_the_identity_and_gives_padded_phrases_no_weight():
+    from t2igan.models.fusion import PhraseAttention
+
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((2, 4, 4, 8)).astype("float32")
+    phrases = rng.standard_normal((2, 3, 6)).astype("float32")
+    phrases[1, 2] = 0.0  # the second caption has two phrases
+    layer = PhraseAttention(8, key_dim=4)
+    np.testing.assert_allclose(layer(features, phrases), features)
+    for weight in layer.gamma.weights + layer.beta.weights:  # as if trained
+        weight.assign(rng.standard_normal(weight.shape).astype("float32"))
+    read = np.asarray(layer(features, phrases))
+    assert not np.allclose(read, features)
+    np.testing.assert_allclose(np.asarray(layer(features[1:], phrases[1:, :2])), read[1:], rtol=1e-5, atol=1e-5)
+    # Each position reads its own mix: with two different phrases, positions differ in what they add.
+    gain = (read - features) / np.maximum(np.abs(features), 1e-3)
+    assert np.std(gain[0].reshape(16, -1)[:, 0]) > 1e-4
+
+
+@pytest.mark.filterwarnings("ignore:You are using a softmax over axis -1")  # the one-position case
+def test_phrase_match_scores_each_phrase_against_its_region_and_averages_over_the_phrases():
+    from t2igan.models.fusion import PhraseMatch
+
+    rng = np.random.default_rng(1)
+    phrases = rng.standard_normal((2, 3, 5)).astype("float32")
+    phrases[0, 2] = 0.0
+    match = PhraseMatch(4, norm="none")
+    # One position: every phrase's region is that position's features.
+    features = rng.standard_normal((2, 1, 1, 4)).astype("float32")
+    score = np.asarray(match(features, phrases))
+    projected = np.asarray(match.projection(phrases))  # (2, 3, 4)
+    per_phrase = np.einsum("bkc,bc->bk", projected, features[:, 0, 0])
+    np.testing.assert_allclose(score[:, 0], [per_phrase[0, :2].mean(), per_phrase[1].mean()], rtol=1e-5)
+    # Over a 4x4 map the padded phrase still counts for nothing.
+    features = rng.standard_normal((2, 4, 4, 4)).astype("float32")
+    np.testing.assert_allclose(np.asarray(match(features[:1], phrases[:1, :2])),
+                               np.asarray(match(features, phrases))[:1], rtol=1e-5)  # fmt: skip
+
+
+def test_the_fusion_pair_reads_phrase_tokens_and_the_seed_pair_refuses_them():
+    from t2igan.models import make_discriminator, make_generator
+
+    sizes = dict(text_dim=6, condition_dim=4, image_size=16, width=0.0625)
+    generator = make_generator("fusion", **sizes, noise_dim=8, generator_channels=256, phrase_tokens=2)
+    discriminator = make_discriminator("fusion", **sizes, discriminator_channels=32, dropout=0.0, augment=(),
+                                       norm="spectral", minibatch_std=False, phrase_tokens=2)  # fmt: skip
+    rng = np.random.default_rng(2)
+    text = rng.standard_normal((3, 3, 6)).astype("float32")
+    images = generator([rng.standard_normal((3, 8)).astype("float32"), text], training=False)[0]
+    assert images.shape == (3, 16, 16, 3)
+    features = discriminator.encode(images)
+    other_phrases = np.concatenate([text[:, :1], text[::-1, 1:]], axis=1)  # same caption vectors
+    assert not np.allclose(discriminator.judge(features, text), discriminator.judge(features, other_phrases))
+    with pytest.raises(ValueError, match="fusion"):
+        make_generator("stackgan", **sizes, noise_dim=8, generator_channels=1024, phrase_tokens=2)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from t2igan.text import encoder
-from t2igan.text.encoder import CaptionEmbedder, TextEncoderError, split_phrases
+from t2igan.text.encoder import CaptionEmbedder, TextEncoderError, sentence_of, split_phrases
 
 
 def test_embeds_with_the_bundled_model_and_caches(tmp_path, monkeypatch):
@@ -141,5 +141,40 @@ def test_training_captions_get_the_embeddings_of_their_rotated_colours():
     assert embedder.embedded == ["a blue crown and red wings", "grey cap, red bill"]
     np.testing.assert_array_equal(has_negative, [[True, False], [False, True]])
     np.testing.assert_array_equal(negatives, [[[26, 1], [0, 0]], [[0, 0], [18, 1]]])
+
+    class TokenEmbedder:  # phrase tokens: (1 + K, D) per caption
+        def embed(self, captions):
+            return np.array([[[len(caption), 1.0], [1.0, 1.0]] for caption in captions], np.float32)
+
+    negatives, _ = rotated_colour_negatives(TokenEmbedder(), split([["a red crown and blue wings", "a bird"]]))
+    np.testing.assert_array_equal(negatives, [[[[26, 1], [1, 1]], [[0, 0], [0, 0]]]])
     with pytest.raises(UserError, match="no training caption names two colours"):
         rotated_colour_negatives(embedder, split([["a bird"], ["black and white wings"]]))
+
+
+def test_phrase_tokens_are_the_caption_vector_then_its_phrases_padded_with_zeros(tmp_path, monkeypatch):
+    basis = {"red crown and blue wings": [1.0, 1.0, 0.0], "red crown": [3.0, 0.0, 0.0],
+             "blue wings": [0.0, 3.0, 0.0], "a bird": [0.0, 0.0, 3.0]}  # fmt: skip
+
+    class FakeModel:
+        def encode(self, captions, **kwargs):
+            return np.array([basis[c] for c in captions], np.float32)
+
+    monkeypatch.setattr(encoder, "_load_sentence_transformer", lambda *a: FakeModel())
+
+    def embedder(**options):
+        return CaptionEmbedder(model="fake", dim=3, cache_dir=tmp_path, show_progress=False, **options)
+
+    tokens = embedder(phrase_tokens=2).embed(["red crown and blue wings", "a bird"])
+    assert tokens.shape == (2, 3, 3) and tokens.dtype == np.float32
+    np.testing.assert_array_equal(tokens[0], [[1, 1, 0], [3, 0, 0], [0, 3, 0]])
+    np.testing.assert_array_equal(tokens[1], [[0, 0, 3], [0, 0, 3], [0, 0, 0]])  # one phrase, then padding
+    np.testing.assert_array_equal(sentence_of(tokens), embedder().embed(["red crown and blue wings", "a bird"]))
+    first = embedder(phrase_tokens=1).embed(["red crown and blue wings"])  # the first K phrases
+    np.testing.assert_array_equal(first[0], [[1, 1, 0], [3, 0, 0]])
+    pooled = embedder(phrase_tokens=2, pooling="phrases").embed(["red crown and blue wings"])
+    np.testing.assert_allclose(pooled[0, 0], [3 / np.sqrt(2), 3 / np.sqrt(2), 0.0], rtol=1e-6)  # row 0 as pooled
+    np.testing.assert_array_equal(pooled[0, 1:], tokens[0, 1:])
+    assert embedder(phrase_tokens=2).embed([]).shape == (0, 3, 3)
+    with pytest.raises(TextEncoderError, match="phrase_tokens"):
+        embedder(phrase_tokens=-1)

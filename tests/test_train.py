@@ -119,13 +119,24 @@ def test_optim_decay_from_lowers_both_learning_rates_over_the_end_of_the_run(tmp
         assert [(m.step, m.value) for m in history] == [(2, pytest.approx(2e-4)), (4, pytest.approx(1.5e-4))]
 
 
-def test_rotated_colours_give_d_the_captions_with_their_colours_moved(tmp_path):
-    result = run(tmp_path, "balance.rotated_colours=1")
+def test_rotated_colours_and_phrase_tokens_train_and_the_checkpoint_generates(tmp_path, monkeypatch):
+    # One run for both (each end-to-end run costs the suite ~40 s): D's mismatched pairs include
+    # rotated captions, and G and D read each caption's phrases.
+    result = run(tmp_path, "balance.rotated_colours=1", "model=fusion", "text.phrase_tokens=3")
     assert re.search(r"rotated colours: \d+% of the training captions name colours for two places",
                      result.stdout)  # fmt: skip
     client, (mlflow_run,) = mlflow_runs(tmp_path)
     scores = [m.value for m in client.get_metric_history(mlflow_run.info.run_id, "d_score/rotated")]
     assert len(scores) == 2 and all(0.0 < score < 1.0 for score in scores)
+
+    from t2igan.sampler import Sampler
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    sampler = Sampler.from_checkpoint(only_run_folder(tmp_path) / "checkpoint.npz")
+    embeddings = sampler.embed(["a bird with red wings and a blue crown"])
+    assert embeddings.shape == (1, 4, 384)  # the caption, its three phrases
+    images = sampler.generate(np.zeros((1, 100), np.float32), embeddings)
+    assert images.shape == (1, 64, 64, 3) and np.isfinite(images).all()
 
 
 def test_train_returns_the_objective(tmp_path, monkeypatch):

@@ -62,7 +62,8 @@ def _colours(run: str) -> tuple[str, ...]:
 
 
 def rotated_colour_negatives(embedder, train_split) -> tuple[np.ndarray, np.ndarray]:
-    """(N, C, D) embeddings of each training caption with its colours rotated, and (N, C) bool:
+    """(N, C, ...) embeddings of each training caption with its colours rotated (as `embedder`
+    gives them: (D,) per caption, or (1 + K, D) with phrase tokens), and (N, C) bool:
     which captions have such a rotation (zeros elsewhere). `embedder` embeds a list of captions
     (a CaptionEmbedder); `train_split` has N images of C captions each."""
     rotated = [rotate_colours(caption) for captions in train_split.captions for caption in captions]
@@ -74,7 +75,7 @@ def rotated_colour_negatives(embedder, train_split) -> tuple[np.ndarray, np.ndar
     print(f"rotated colours: {has_negative.mean():.0%} of the training captions name colours for "
           "two places or more and get a negative with them moved to the wrong places")
     vectors = embedder.embed([caption for caption in rotated if caption is not None])
-    negatives = np.zeros((len(rotated), vectors.shape[-1]), np.float32)
+    negatives = np.zeros((len(rotated), *vectors.shape[1:]), np.float32)
     negatives[has_negative] = vectors
     shape = (len(train_split), -1)
-    return negatives.reshape(*shape, vectors.shape[-1]), has_negative.reshape(shape)
+    return negatives.reshape(*shape, *vectors.shape[1:]), has_negative.reshape(shape)
