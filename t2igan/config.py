@@ -256,7 +256,7 @@ def _cross_checks(config: dict) -> list[str]:
     if model.get("phrase_tokens") != config.get("text", {}).get("phrase_tokens"):
         found.append("model.phrase_tokens must equal text.phrase_tokens")
     if model.get("phrase_tokens") and model.get("architecture") != "fusion":
-        found.append(f"text.phrase_tokens > 0 needs model=fusion (its attention reads them); "
+        found.append(f"model.phrase_tokens > 0 needs model=fusion (its attention reads them); "
                      f"model.architecture is {model.get('architecture')!r}")
     balance = config.get("balance", {})
     penalties = [key for key in ("ma_gp_weight", "r1_gamma") if balance.get(key)]

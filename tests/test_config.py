@@ -102,7 +102,8 @@ def test_model_balance_and_optim_options_build_a_gan(compose, group, option):
 
     size, batch = model["image_size"], 2
     noise = np.random.default_rng(0).standard_normal((batch, model["noise_dim"])).astype("float32")
-    text_embeddings = np.zeros((batch, model["text_dim"]), "float32")
+    tokens = model["phrase_tokens"]  # the fusion model reads (1 + K) vectors per caption
+    text_embeddings = np.zeros((batch, 1 + tokens, model["text_dim"]) if tokens else (batch, model["text_dim"]), "float32")
     images = np.asarray(gan.generate(noise, text_embeddings))
     assert images.shape == (batch, size, size, 3)  # (2, 64, 64, 3) for the seed network
     assert np.all(np.abs(images) <= 1.0)
@@ -319,13 +320,14 @@ def test_the_matcher_is_one_per_text_pooling_and_sentence_keeps_its_older_name(c
     assert matcher_path(phrases) != matcher_path(sentence)  # one trained on other embeddings is another
 
 
-def test_phrase_tokens_need_the_fusion_model_and_share_the_caption_vectors_matcher(compose):
+def test_phrase_tokens_belong_to_the_fusion_model_and_share_the_caption_vectors_matcher(compose):
     from t2igan.metrics.matcher import matcher_path
 
-    assert problems(compose("model=fusion", "text.phrase_tokens=5")) == []
-    found = problems(compose("model=stackgan_stage1", "text.phrase_tokens=5"))
+    fusion = OmegaConf.to_container(compose("model=fusion"), resolve=True)
+    assert fusion["model"]["phrase_tokens"] == fusion["text"]["phrase_tokens"] == 5  # the embedder follows
+    seed = OmegaConf.to_container(compose("model=stackgan_stage1"), resolve=True)
+    assert seed["model"]["phrase_tokens"] == seed["text"]["phrase_tokens"] == 0
+    found = problems(compose("model=stackgan_stage1", "model.phrase_tokens=5"))
     assert len(found) == 1 and "model=fusion" in found[0], found
-    tokens = OmegaConf.to_container(compose("model=fusion", "text.phrase_tokens=5"), resolve=True)
-    plain = OmegaConf.to_container(compose("model=fusion"), resolve=True)
-    assert tokens["model"]["phrase_tokens"] == 5
-    assert matcher_path(tokens) == matcher_path(plain)  # the matcher reads row 0, the caption vector
+    plain = OmegaConf.to_container(compose("model=fusion", "model.phrase_tokens=0"), resolve=True)
+    assert matcher_path(fusion) == matcher_path(plain)  # the matcher reads row 0, the caption vector

@@ -211,8 +211,8 @@ def test_training_logs_standard_metrics_and_evaluate_scores_the_checkpoint(tmp_p
 
 @pytest.mark.slow
 def test_the_default_recipe_trains_its_matcher_once_then_reuses_it(tmp_path):
-    # The default experiment's recipe in miniature: fusion + caption matching + mode seeking +
-    # the second discriminator on the matcher's features.
+    # The default experiment's recipe in miniature: fusion (reading phrase tokens) + caption
+    # matching + mode seeking + the second discriminator on the matcher's features.
     run = ["experiment=smoke", "model=fusion", "balance=matching_critic", "metrics.matcher_epochs=1",
            "trainer.progress=false", "tracking=off"]  # fmt: skip
     first = run_module(tmp_path, "t2igan.train", *run)

@@ -122,7 +122,7 @@ def test_optim_decay_from_lowers_both_learning_rates_over_the_end_of_the_run(tmp
 def test_rotated_colours_and_phrase_tokens_train_and_the_checkpoint_generates(tmp_path, monkeypatch):
     # One run for both (each end-to-end run costs the suite ~40 s): D's mismatched pairs include
     # rotated captions, and G and D read each caption's phrases.
-    result = run(tmp_path, "balance.rotated_colours=1", "model=fusion", "text.phrase_tokens=3")
+    result = run(tmp_path, "balance.rotated_colours=1", "model=fusion", "model.phrase_tokens=3")
     assert re.search(r"rotated colours: \d+% of the training captions name colours for two places",
                      result.stdout)  # fmt: skip
     client, (mlflow_run,) = mlflow_runs(tmp_path)

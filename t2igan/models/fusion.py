@@ -10,9 +10,9 @@ against the caption both through DF-GAN's joint convolution over [features, text
 a projection term <embed(text), features> (Miyato & Koyama 2018) that scores the match
 directly.
 
-With phrase tokens (`text.phrase_tokens` > 0: the caption's phrases embedded one by one beside
-its vector) both sides also read the phrases where they apply, as AttnGAN's word attention
-does: every position of every generator block attends over the phrases and is scaled and
+With phrase tokens (`model.phrase_tokens` > 0, the default: the caption's phrases embedded
+one by one beside its vector) both sides also read the phrases where they apply, as AttnGAN's
+word attention does: every position of every generator block attends over the phrases and is scaled and
 shifted by what it read (`PhraseAttention`), and the discriminator scores each phrase against
 the image region that phrase attends to (`PhraseMatch`). One sentence vector blends "a red
 crown, blue wings" into both colours on both parts; a phrase keeps its colour with its part.
