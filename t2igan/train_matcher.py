@@ -64,7 +64,8 @@ def train_and_save_matcher(config: dict, splits: dict, embedder, *, progress: bo
     score = float("nan")
     if len(test) > 99:
         matcher = Matcher(model)
-        score = r_precision(encode(matcher, test.images), encode_texts(matcher, sentence_of(embedder.embed(own))),
+        texts = encode_texts(matcher, sentence_of(embedder.embed(own)))
+        score = r_precision(encode(matcher, test.images), texts,
                             mismatched_captions(len(test), len(test), seed=config["seed"]))  # fmt: skip
     print(f"matcher trained in {seconds:.0f} s, saved to {path}; real test images' R-precision "
           f"{score:.3f} (chance 0.01)" + ("" if len(test) > 99 else ": needs more than 99 test images"))  # fmt: skip

@@ -261,7 +261,8 @@ class FusionDiscriminator(keras.Model):
         )
         self.contrastive = (ContrastiveHeads(contrastive_dim, text_scale=self.text_input_scale, name="contrastive")
                             if contrastive_dim else None)
-        self.phrase_match = PhraseMatch(feature_channels, norm=self.norm, name="phrase_match") if phrase_tokens else None
+        self.phrase_match = (PhraseMatch(feature_channels, norm=self.norm, name="phrase_match")
+                             if phrase_tokens else None)  # fmt: skip
         build_with_heads(self, image_size, text_dim, phrase_tokens)
 
     def _down_block(self, x, out_channels: int, name: str):
