@@ -178,3 +178,28 @@ def test_phrase_tokens_are_the_caption_vector_then_its_phrases_padded_with_zeros
     assert embedder(phrase_tokens=2).embed([]).shape == (0, 3, 3)
     with pytest.raises(TextEncoderError, match="phrase_tokens"):
         embedder(phrase_tokens=-1)
+
+
+def test_the_store_is_read_again_only_after_another_embedder_wrote_it(tmp_path, monkeypatch):
+    encoded, reads = [], []
+
+    class FakeModel:
+        def encode(self, captions, **kwargs):
+            encoded.extend(captions)
+            return np.array([[len(c), 1.0] for c in captions], np.float32)
+
+    monkeypatch.setattr(encoder, "_load_sentence_transformer", lambda *a: FakeModel())
+    load = np.load
+    monkeypatch.setattr(encoder.np, "load", lambda *a, **k: reads.append(1) or load(*a, **k))
+
+    def embedder():
+        return CaptionEmbedder(model="fake", dim=2, cache_dir=tmp_path, show_progress=False)
+
+    first = embedder()
+    for _ in range(3):
+        np.testing.assert_array_equal(first.embed(["a bird"]), [[6, 1]])
+    assert len(reads) == 0  # it wrote the store itself and keeps it
+    np.testing.assert_array_equal(embedder().embed(["a red bird"]), [[10, 1]])  # reads it, adds one
+    assert len(reads) == 1
+    np.testing.assert_array_equal(first.embed(["a red bird", "a bird"]), [[10, 1], [6, 1]])
+    assert len(reads) == 2 and encoded == ["a bird", "a red bird"]  # re-read, nothing encoded twice

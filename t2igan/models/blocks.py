@@ -3,6 +3,8 @@
 import keras
 from keras import layers, ops
 
+from t2igan.text.encoder import sentence_of
+
 
 @keras.saving.register_keras_serializable(package="t2igan")
 class ConditioningAugmentation(layers.Layer):
@@ -171,5 +173,5 @@ def build_with_heads(discriminator, image_size: int, text_dim: int, phrase_token
     images = ops.zeros((1, image_size, image_size, 3))
     text = ops.zeros((1, 1 + phrase_tokens, text_dim) if phrase_tokens else (1, text_dim))
     if discriminator.contrastive is not None:  # first: the call below marks D built
-        discriminator.contrastive(discriminator.encode(images), text[:, 0] if phrase_tokens else text)
+        discriminator.contrastive(discriminator.encode(images), sentence_of(text))
     discriminator((images, text))

@@ -12,9 +12,9 @@ directly.
 
 With phrase tokens (`model.phrase_tokens` > 0, the default: the caption's phrases embedded
 one by one beside its vector) both sides also read the phrases where they apply, as AttnGAN's
-word attention does: every position of every generator block attends over the phrases and is scaled and
-shifted by what it read (`PhraseAttention`), and the discriminator scores each phrase against
-the image region that phrase attends to (`PhraseMatch`). One sentence vector blends "a red
+word attention does: every position of every generator block attends over the phrases and is
+scaled and shifted by what it read (`PhraseAttention`), and the discriminator scores each
+phrase against the image region that phrase attends to (`PhraseMatch`). One sentence vector blends "a red
 crown, blue wings" into both colours on both parts; a phrase keeps its colour with its part.
 """
 
@@ -155,8 +155,7 @@ def build_fusion_generator(
     noise = keras.Input((noise_dim,), name="noise")
     text_shape = (1 + phrase_tokens, text_dim) if phrase_tokens else (text_dim,)
     text_embeddings = keras.Input(text_shape, name="text_embeddings")
-    sentence = text_embeddings[:, 0] if phrase_tokens else text_embeddings
-    text = layers.Rescaling(text_scale(text_dim), name="text_scale")(sentence)
+    text = layers.Rescaling(text_scale(text_dim), name="text_scale")(sentence_of(text_embeddings))
     if phrase_tokens:
         phrases = layers.Rescaling(text_scale(text_dim), name="phrase_scale")(text_embeddings[:, 1:])
 
@@ -228,7 +227,7 @@ class FusionDiscriminator(keras.Model):
         if set(augment) - {"flip"}:
             raise ValueError(f"unknown augmentation {sorted(set(augment) - {'flip'})}; known: ['flip']")
         self.norm, self.minibatch_std = norm, minibatch_std
-        self.text_dim, self.image_size, self.phrase_tokens = text_dim, image_size, phrase_tokens
+        self.text_dim, self.image_size = text_dim, image_size
         self.text_input_scale = text_scale(text_dim)  # what `judge` multiplies the text by
         levels = pyramid_levels(image_size)
         self.feature_size = image_size >> levels

@@ -119,9 +119,24 @@ class CaptionEmbedder:
         self.offline = offline
         self.show_progress = show_progress
         self._encoder = None  # loaded on the first caption the cache lacks, then kept
+        self._index, self._stamp = {}, None  # the store in memory, and which file version it is
+
+    def _file_stamp(self) -> tuple | None:
+        """What identifies the store file's current version (None: no file yet). Every write
+        replaces the file (`atomic_save_npz`), so another process's write changes it."""
+        try:
+            status = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return status.st_ino, status.st_mtime_ns, status.st_size
 
     def _load_store(self) -> dict[bytes, int]:
-        if not self.path.exists():
+        """The caption index of the store (key -> row of `_vectors`), read from disk only when
+        the file changed since this embedder last read or wrote it."""
+        stamp = self._file_stamp()
+        if stamp is not None and stamp == self._stamp:
+            return self._index
+        if stamp is None:
             self._keys = np.zeros((0, 20), np.uint8)
             self._vectors = np.zeros((0, self.dim), np.float32)
         else:
@@ -132,7 +147,9 @@ class CaptionEmbedder:
                     f"cached embeddings in {self.path} are {self._vectors.shape[1]}-d but text.dim "
                     f"is {self.dim}; set text.dim={self._vectors.shape[1]}"
                 )
-        return {key.tobytes(): row for row, key in enumerate(self._keys)}
+        self._index = {key.tobytes(): row for row, key in enumerate(self._keys)}
+        self._stamp = stamp
+        return self._index
 
     def embed(self, captions: Sequence[str]) -> np.ndarray:
         """(N,) captions -> (N, dim) float32 embeddings, or (N, 1 + phrase_tokens, dim) with
@@ -177,6 +194,7 @@ class CaptionEmbedder:
             )
             self._vectors = np.concatenate([self._vectors, vectors])
             atomic_save_npz(self.path, keys=self._keys, vectors=self._vectors)
+            self._stamp = self._file_stamp()  # what is in memory is what was just written
         return self._vectors[[index[key] for key in keys]]
 
     def _encode(self, captions: list[str]) -> np.ndarray:
