@@ -136,7 +136,8 @@ SCHEMA: dict[str, dict[str, Callable]] = {
     "model": {
         "name": _text, "architecture": _choice(*ARCHITECTURES), "image_size": _image_size,
         "noise_dim": POSITIVE, "condition_dim": POSITIVE,
-        "text_dim": POSITIVE, "phrase_tokens": _integer(0), "width": _number(0.0, 16.0, low_open=True),
+        "text_dim": POSITIVE, "phrase_tokens": _integer(0), "phrase_key_dim": POSITIVE,
+        "phrase_max_size": _image_size, "width": _number(0.0, 16.0, low_open=True),
         "generator_channels": POSITIVE, "discriminator_channels": POSITIVE,
         "dropout": RATE, "augment": _augmentations,
     },
@@ -210,6 +211,10 @@ DATA_SCHEMAS: dict[str, dict[str, Callable]] = {
 }  # fmt: skip
 
 
+# Keys a group may leave out: the fusion model's phrase attention (the seed's network has none).
+OPTIONAL_KEYS = {"model": ("phrase_key_dim", "phrase_max_size")}
+
+
 def problems(cfg: DictConfig) -> list[str]:
     """Everything wrong with `cfg`, as `key: what is wrong` lines; empty if it can run."""
     try:
@@ -236,7 +241,8 @@ def problems(cfg: DictConfig) -> list[str]:
             found.append(f"{section}.{key}: unknown key (known: {', '.join(sorted(checks))})")
         for key, check in checks.items():
             if key not in values:
-                found.append(f"{section}.{key}: missing")
+                if key not in OPTIONAL_KEYS.get(section, ()):
+                    found.append(f"{section}.{key}: missing")
             elif (message := check(values[key])) is not None:
                 found.append(f"{section}.{key}: {message} (got {values[key]!r})")
     found += _cross_checks(config)

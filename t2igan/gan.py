@@ -469,6 +469,8 @@ def build_gan(
     steps_per_execution: int = 1,
     matcher: Matcher | None = None,
     phrase_tokens: int = 0,
+    phrase_key_dim: int = 64,
+    phrase_max_size: int | None = None,
     **balance,
 ) -> TextToImageGAN:
     """A compiled GAN from the `model`, `balance` and `optim` groups' plain values.
@@ -484,7 +486,7 @@ def build_gan(
     generator_args = dict(
         text_dim=text_dim, noise_dim=noise_dim, condition_dim=condition_dim,
         image_size=image_size, generator_channels=generator_channels, width=width,
-        phrase_tokens=phrase_tokens,
+        phrase_tokens=phrase_tokens, phrase_key_dim=phrase_key_dim, phrase_max_size=phrase_max_size,
     )  # fmt: skip
     gan = TextToImageGAN(
         make_generator(architecture, **generator_args, seed=seed),

@@ -21,13 +21,17 @@ def make_generator(
     generator_channels: int,
     width: float,
     phrase_tokens: int = 0,
+    phrase_key_dim: int = 64,
+    phrase_max_size: int | None = None,
     seed: int | None = None,
     name: str = "generator",
 ):
     """The generator of `architecture`: `[noise, text_embeddings] -> [images, mu, log_sigma]`
-    (`phrase_tokens` > 0: the fusion generator's phrase attention)."""
+    (`phrase_tokens` > 0: the fusion generator's phrase attention, `phrase_key_dim` wide, in
+    the blocks up to `phrase_max_size`; see `build_fusion_generator`)."""
     build = {"stackgan": build_generator, "fusion": build_fusion_generator}[_known(architecture)]
-    phrases = {"phrase_tokens": phrase_tokens} if _reads_phrases(architecture, phrase_tokens) else {}
+    phrases = (dict(phrase_tokens=phrase_tokens, phrase_key_dim=phrase_key_dim, phrase_max_size=phrase_max_size)
+               if _reads_phrases(architecture, phrase_tokens) else {})  # fmt: skip
     return build(
         text_dim=text_dim, noise_dim=noise_dim, condition_dim=condition_dim, image_size=image_size,
         base_channels=generator_channels, width=width, seed=seed, name=name, **phrases,

@@ -130,6 +130,8 @@ def build_fusion_generator(
     base_channels: int = 1024,
     width: float = 1.0,
     phrase_tokens: int = 0,
+    phrase_key_dim: int = 64,
+    phrase_max_size: int | None = None,
     seed: int | None = None,
     name: str = "generator",
 ) -> keras.Model:
@@ -144,7 +146,8 @@ def build_fusion_generator(
     no conditioning augmentation: the returned mu and log_sigma are zeros, so the KL term is 0.
     With `phrase_tokens` = K > 0 the text input is (B, 1 + K, text_dim) (`CaptionEmbedder`'s
     caption vector, then its phrases): the caption vector conditions as above and every block
-    also applies `PhraseAttention` over the phrases after its text affine.
+    whose output is at most `phrase_max_size` wide (None: every block) also applies
+    `PhraseAttention` (keys `phrase_key_dim` wide) over the phrases after its text affine.
 
     Inputs `[noise (B, noise_dim), text_embeddings (B, text_dim)]`; outputs
     `[images (B, S, S, 3) in [-1, 1], mu (B, 1), log_sigma (B, 1)]`. `seed` is unused (the
@@ -173,8 +176,8 @@ def build_fusion_generator(
                           use_bias=False, name=f"conv{level}")(x)  # fmt: skip
         x = BatchNorm(center=False, scale=False, name=f"conv{level}_norm")(x)
         x = TextAffine(x.shape[-1], condition_dim, name=f"conv{level}_text")(x, condition)
-        if phrase_tokens:
-            x = PhraseAttention(x.shape[-1], name=f"conv{level}_phrases")(x, phrases)
+        if phrase_tokens and (phrase_max_size is None or 4 << level <= phrase_max_size):
+            x = PhraseAttention(x.shape[-1], phrase_key_dim, name=f"conv{level}_phrases")(x, phrases)
         x = layers.ReLU()(x)
     images = layers.Conv2D(
         3, 3, padding="same", activation="tanh", name="to_rgb", dtype="float32"
