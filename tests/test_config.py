@@ -331,3 +331,6 @@ def test_phrase_tokens_belong_to_the_fusion_model_and_share_the_caption_vectors_
     assert len(found) == 1 and "model=fusion" in found[0], found
     plain = OmegaConf.to_container(compose("model=fusion", "model.phrase_tokens=0"), resolve=True)
     assert matcher_path(fusion) == matcher_path(plain)  # the matcher reads row 0, the caption vector
+    assert "phrase_key_dim" not in seed["model"]  # the attention's options are the fusion model's own
+    found = problems(compose("model.phrase_max_size=24", "model.phrase_key_dim=0"))
+    assert sorted(problem.split(":")[0] for problem in found) == ["model.phrase_key_dim", "model.phrase_max_size"]

@@ -165,3 +165,27 @@ def test_the_fusion_pair_reads_phrase_tokens_and_the_seed_pair_refuses_them():
     assert not np.allclose(discriminator.judge(features, text), discriminator.judge(features, other_phrases))
     with pytest.raises(ValueError, match="fusion"):
         make_generator("stackgan", **sizes, noise_dim=8, generator_channels=1024, phrase_tokens=2)
+
+
+def test_phrase_attention_goes_as_deep_and_as_wide_as_the_model_says():
+    from t2igan.models import make_generator
+
+    sizes = dict(text_dim=6, condition_dim=4, image_size=32, width=0.0625, noise_dim=8, generator_channels=256)
+    text = np.random.default_rng(0).standard_normal((2, 3, 6)).astype("float32")
+
+    def attention(**options):  # {block output size: key width}
+        generator = make_generator("fusion", **sizes, phrase_tokens=2, **options)
+        assert generator([np.zeros((2, 8), "float32"), text])[0].shape == (2, 32, 32, 3)
+        return {generator.get_layer(f"conv{level}").output.shape[1]: layer.key_dim
+                for level in range(1, 4) if (layer := _layer_or_none(generator, f"conv{level}_phrases"))}
+
+    assert attention() == {8: 64, 16: 64, 32: 64}  # every block, 64 wide
+    assert attention(phrase_key_dim=16, phrase_max_size=16) == {8: 16, 16: 16}
+    assert attention(phrase_max_size=8) == {8: 64}
+
+
+def _layer_or_none(model, name):
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        return None
