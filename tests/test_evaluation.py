@@ -180,6 +180,7 @@ def run_module(root: Path, module: str, *arguments: str) -> subprocess.Completed
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("judge")  # beside test_judge.py, so the protocol judge trains once
 def test_training_logs_standard_metrics_and_evaluate_scores_the_checkpoint(tmp_path, stand_in, protocol_judge):
     from mlflow.tracking import MlflowClient
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytestmark = pytest.mark.slow
+# One xdist worker runs the whole module, so the trained run below is trained once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("generate")]
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -14,6 +14,10 @@ from t2igan.metrics.judge import (
     load_or_train_judge,
 )
 
+# One xdist worker runs the module and test_evaluation's standard-metrics test: the protocol
+# judge (conftest.py, session scope) is trained once, and the small judge below once.
+pytestmark = pytest.mark.xdist_group("judge")
+
 # A small judge: 32x32 renders, 2,000 images, 4 epochs (about 15 s on 2 CPU cores).
 SMALL = dict(image_size=32, num_images=2000, epochs=4)
 
