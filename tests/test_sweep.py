@@ -242,7 +242,9 @@ def test_a_trial_is_not_pruned_at_its_last_step(tmp_path):
 def test_an_interrupted_sweep_resumes_its_trial_and_does_not_repeat_finished_ones(tmp_path):
     from optuna.trial import TrialState
 
-    space = write_space(tmp_path, "stop", n_trials=3, overrides=TINY + ["trainer.steps=100", "trainer.checkpoint_every=2"],
+    # 40 steps: trial 1 checkpoints at step 2 and still has 38 steps (and 19 checkpoints) to go
+    # when the SIGINT below, sent within 0.2 s of that checkpoint, reaches it.
+    space = write_space(tmp_path, "stop", n_trials=3, overrides=TINY + ["trainer.steps=40", "trainer.checkpoint_every=2"],
                         params={"model.dropout": "interval(0.0, 0.5)"}, pruner={"kind": "none"})  # fmt: skip
     first = sweep(tmp_path, space)
     for line in first.stdout:  # wait for trial 0 to finish, then interrupt trial 1
