@@ -22,3 +22,12 @@ def protocol_judge(tmp_path_factory) -> tuple[Path, str]:
     result = subprocess.run([sys.executable, "-m", "t2igan.metrics.judge", "--cache", str(cache)],
                             cwd=REPO_ROOT, capture_output=True, text=True, check=True)  # fmt: skip
     return cache, result.stdout
+
+
+def pytest_collection_modifyitems(items):
+    """Modules with end-to-end runs (marked slow) first, each module's tests kept together and
+    in order (so module fixtures are built once): with several xdist workers the long runs then
+    overlap one another and the short unit tests fill in at the end, instead of one long run
+    finishing alone on one worker while the others idle."""
+    slow_modules = {item.module for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module not in slow_modules)  # stable: order kept within
