@@ -31,7 +31,7 @@ install: $(STAMP) ## Create .venv and install t2igan with its dependencies
 train: $(STAMP) ## Train the default experiment (ARGS="model.width=0.5 ..." for overrides)
 	$(PY) -m t2igan.train $(ARGS)
 
-test: $(STAMP) ## Run the test suite (CPU; ~19 minutes on 2 cores)
+test: $(STAMP) ## Run the test suite (CPU; ~13 minutes on 2 cores, 2 workers)
 	$(PY) -m pytest -q $(ARGS)
 
 bench: $(STAMP) ## Print training and generation throughput (images/s)
