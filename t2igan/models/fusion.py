@@ -14,8 +14,9 @@ With phrase tokens (`model.phrase_tokens` > 0, the default: the caption's phrase
 one by one beside its vector) both sides also read the phrases where they apply, as AttnGAN's
 word attention does: every position of every generator block attends over the phrases and is
 scaled and shifted by what it read (`PhraseAttention`), and the discriminator scores each
-phrase against the image region that phrase attends to (`PhraseMatch`). One sentence vector blends "a red
-crown, blue wings" into both colours on both parts; a phrase keeps its colour with its part.
+phrase against the image region that phrase attends to (`PhraseMatch`). One sentence vector
+blends "a red crown, blue wings" into both colours on both parts; a phrase keeps its colour
+with its part.
 """
 
 import keras
