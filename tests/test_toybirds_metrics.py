@@ -16,6 +16,7 @@ from t2igan.data.toybirds import ATTRIBUTE_NAMES, ATTRIBUTES, make_toybirds
 from t2igan.metrics.toybirds import (
     ToyBirdsEvaluator,
     mean_pairwise_distance,
+    pair_disagreement,
     toybirds_caption_indices,
 )
 
@@ -73,10 +74,12 @@ def own_image_generator(split: CaptionedImages):
     return lambda noise, embeddings: as_generated(split.images[embeddings[:, 0].astype(int)])
 
 
-def matching_image_generator(split: CaptionedImages):
-    """Returns a real image, picked by the noise, that has every attribute the caption names."""
+def matching_image_generator(split: CaptionedImages, fixed: tuple[str, ...] = ()):
+    """Returns a real image, picked by the noise, that has every attribute the caption names
+    (and the `fixed` attributes of the caption's own image, named or not)."""
     mentioned = split.mentions[np.arange(len(split)), toybirds_caption_indices(len(split),
-                                                                               CAPTIONS)]
+                                                                               CAPTIONS)].copy()
+    mentioned[:, [ATTRIBUTE_NAMES.index(name) for name in fixed]] = True
 
     def generate(noise, embeddings):
         picks = []
@@ -117,6 +120,24 @@ def test_varied_images_of_the_right_attributes_are_diverse_and_correct(split):
     assert metrics["eval/attr_acc"] == 1.0
     # Sampling with replacement from small pools of real images repeats some, so below 1.
     assert 0.3 < metrics["eval/diversity"] < 1.5
+    per_attribute = [metrics[f"eval/diversity/{name}"] for name in ATTRIBUTE_NAMES]
+    assert all(0.3 < value < 1.5 for value in per_attribute if not np.isnan(value)), per_attribute
+
+
+def test_attribute_diversity_is_zero_for_an_attribute_fixed_per_caption(split):
+    metrics = make_evaluator(split)(matching_image_generator(split, fixed=("size",)))
+    assert metrics["eval/diversity/size"] == 0.0
+    others = [metrics[f"eval/diversity/{name}"] for name in ATTRIBUTE_NAMES if name != "size"]
+    assert all(value > 0.3 for value in others if not np.isnan(value)), others
+    same_image = make_evaluator(split)(own_image_generator(split))
+    values = [same_image[f"eval/diversity/{name}"] for name in ATTRIBUTE_NAMES]
+    assert all(value == 0.0 or np.isnan(value) for value in values), values
+
+
+def test_pair_disagreement_counts_distinct_pairs_that_differ():
+    values = np.array([[0, 3], [0, 3], [1, 3], [1, 3]])
+    np.testing.assert_allclose(pair_disagreement(values), [4 / 6, 0.0])
+    np.testing.assert_allclose(pair_disagreement(np.array([[0], [1]])), [1.0])
 
 
 def test_chance_level_is_weighted_by_what_the_captions_mention(split):

@@ -10,6 +10,12 @@
   triples); the mean of those ratios. Spread = mean Euclidean
   distance between distinct pairs (unbiased whatever the sample size, so 16 generated and 5 real
   images compare fairly). 1.0: as varied as real images; 0: one image per caption.
+  `eval/diversity/<attribute>`: over those captions that leave the attribute unmentioned, how
+  often two of a caption's generated images differ in it as the judge reads it, divided by how
+  often two of its real images differ (their true values); pairs counted as for the spread.
+  1.0: G picks the unmentioned attribute as variedly as real birds have it; 0: always the same
+  value per caption; NaN where no such caption has varied real images. Which attributes G
+  leaves to its noise and which it fixes per caption.
 - `eval/fd_judge`: Fréchet distance between judge features of the N generated images and of the
   N real test images, in squared feature units.
 """
@@ -52,6 +58,16 @@ def mean_pairwise_distance(features: np.ndarray) -> float:
     squared = squared_norms[:, None] + squared_norms[None, :] - 2.0 * features @ features.T
     upper = np.triu_indices(len(features), k=1)
     return float(np.sqrt(np.clip(squared[upper], 0.0, None)).mean())
+
+
+def pair_disagreement(values: np.ndarray) -> np.ndarray:
+    """(n, A) ints, n >= 2 -> (A,): the fraction of the n(n-1)/2 distinct pairs whose values
+    differ, per column (Gini-Simpson without the small-sample bias, so n = 16 and n = 5 compare)."""
+    values = np.asarray(values)
+    n = len(values)
+    same = [np.sum(counts * (counts - 1)) for counts in (np.unique(column, return_counts=True)[1]
+                                                         for column in values.T)]
+    return 1.0 - np.array(same, np.float64) / (n * (n - 1))
 
 
 class ToyBirdsEvaluator:
@@ -101,9 +117,11 @@ class ToyBirdsEvaluator:
         self.diversity_images = self._choose_diversity_images(rng, diversity_captions)
         self.diversity_noise = rng.standard_normal(
             (len(self.diversity_images), diversity_noises, noise_dim)).astype(np.float32)
-        self.real_spreads = np.array([
-            mean_pairwise_distance(real_features[references])
-            for references in self._diversity_references(rng, diversity_noises)])
+        references = self._diversity_references(rng, diversity_noises)
+        self.real_spreads = np.array([mean_pairwise_distance(real_features[images]) for images in references])
+        # (captions, A): how often two of each caption's real images differ per attribute.
+        self.real_disagreement = np.array([pair_disagreement(self.true_attributes[images])
+                                           for images in references]).reshape(len(references), len(ATTRIBUTE_NAMES))
 
     def _matching_images(self, image: int) -> np.ndarray:
         """Indices of test images that share every attribute image's caption mentions."""
@@ -130,6 +148,17 @@ class ToyBirdsEvaluator:
             references.append(rng.choice(matches, size=min(noises, len(matches)), replace=False))
         return references
 
+    def _attribute_diversity(self, readings: np.ndarray) -> dict[str, float]:
+        """(captions, noises, A) judge readings of the diversity images -> eval/diversity/<attribute>."""
+        generated = np.array([pair_disagreement(caption) for caption in readings])
+        unmentioned = ~self.mentioned[self.diversity_images]
+        metrics = {}
+        for k, name in enumerate(ATTRIBUTE_NAMES):
+            real = self.real_disagreement[unmentioned[:, k], k].sum()
+            metrics[f"eval/diversity/{name}"] = (float(generated[unmentioned[:, k], k].sum() / real)
+                                                 if real > 0 else float("nan"))
+        return metrics
+
     def _generate(self, generate: Generate, noise: np.ndarray,
                   embeddings: np.ndarray) -> np.ndarray:
         """(M, Z) noise and (M, T) embeddings -> (M, S, S, 3) uint8, batch_size at a time."""
@@ -154,7 +183,9 @@ class ToyBirdsEvaluator:
             np.repeat(self.caption_embeddings[self.diversity_images], noises, axis=0)])
         images = self._generate(generate, noise, embeddings)
         features = np.asarray(self.judge.features(images), np.float64)
-        predictions = np.asarray(self.judge.predict(images[:num_images]))
+        predictions = np.asarray(self.judge.predict(images))
+        diversity_predictions = predictions[num_images:]
+        predictions = predictions[:num_images]
 
         correct = (predictions == self.true_attributes) & self.mentioned
         metrics = {"eval/attr_acc": float(correct.sum() / self.mentioned.sum()),
@@ -168,6 +199,7 @@ class ToyBirdsEvaluator:
             spreads = np.array([mean_pairwise_distance(f) for f in diversity_features])
             metrics["eval/diversity"] = float(np.mean(spreads / np.maximum(self.real_spreads,
                                                                            1e-12)))
+            metrics.update(self._attribute_diversity(diversity_predictions.reshape(diversity_count, noises, -1)))
         mu, sigma = feature_statistics(features[:num_images])
         metrics["eval/fd_judge"] = frechet_distance(mu, sigma, self.real_mu, self.real_sigma)
         return metrics
