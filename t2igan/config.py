@@ -10,7 +10,7 @@ from collections.abc import Callable
 from omegaconf import DictConfig, OmegaConf
 
 from t2igan.errors import UserError
-from t2igan.gan import METRIC_NAMES
+from t2igan.gan import METRIC_NAMES, MODE_SEEKING_SPACES
 from t2igan.augment import POLICIES
 from t2igan.data.decode import CROPS
 from t2igan.losses import LOSS_KINDS
@@ -80,14 +80,16 @@ def _image_size(value):
         return "must be a power of two >= 8 (the generator doubles a 4x4 map)"
 
 
-def _augmentations(value):
-    if not isinstance(value, list) or any(name not in AUGMENTATIONS for name in value):
-        return f"must be a list drawn from {list(AUGMENTATIONS)}"
+def _list_of(*options) -> Callable:
+    def check(value):
+        if not isinstance(value, list) or any(name not in options for name in value):
+            return f"must be a list drawn from {list(options)}"
+
+    return check
 
 
-def _policies(value):
-    if not isinstance(value, list) or any(name not in POLICIES for name in value):
-        return f"must be a list drawn from {list(POLICIES)}"
+_augmentations = _list_of(*AUGMENTATIONS)
+_policies = _list_of(*POLICIES)
 
 
 def _metric_names(value):
@@ -155,7 +157,8 @@ SCHEMA: dict[str, dict[str, Callable]] = {
         "instance_noise": _number(0.0, 2.0), "diffaugment": _policies,
         "augment_p": _number(0.0, 1.0), "ada_target": _optional(_number(-1.0, 1.0, low_open=True, high_open=True)),
         "ada_kimg": _number(0.0, 1e6, low_open=True), "auto_balance": _boolean,
-        "mode_seeking_weight": NON_NEGATIVE, "matching_weight": NON_NEGATIVE,
+        "mode_seeking_weight": NON_NEGATIVE, "mode_seeking_spaces": _list_of(*MODE_SEEKING_SPACES),
+        "matching_weight": NON_NEGATIVE,
         "matching_temperature": _number(0.0, 10.0, low_open=True), "ada_interval": POSITIVE,
         "matching_augment": _policies, "matcher_critic_weight": NON_NEGATIVE,
         "matcher_critic_channels": POSITIVE, "matcher_critic_augment": _policies,

@@ -22,6 +22,8 @@ METRIC_NAMES = (
     "grad_norm/d", "grad_norm/g",
     "balance/augment_p", "balance/d_lr", "balance/g_lr",
 )  # fmt: skip
+# Where mode seeking measures how far two noises' samples of one caption lie apart.
+MODE_SEEKING_SPACES = ("pixels", "discriminator", "matcher", "matcher_residual")
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Balance:
     auto_factor: float = 1.2
     auto_range: float = 8.0
     mode_seeking_weight: float = 0.0
+    mode_seeking_spaces: tuple[str, ...] = ("pixels",)
     matching_weight: float = 0.0
     matching_temperature: float = 0.1
     matching_augment: tuple[str, ...] = ()
@@ -71,19 +74,21 @@ class Balance:
 
     @classmethod
     def from_options(cls, options: dict) -> "Balance":
-        """The options of the `balance` config group (policy lists become tuples); an unknown
+        """The options of the `balance` config group (lists become tuples); an unknown
         name is an error."""
         unknown = set(options) - {field.name for field in fields(cls)}
         if unknown:
             raise TypeError(f"unknown balance options {sorted(unknown)}")
-        policies = ("diffaugment", "matching_augment", "matcher_critic_augment")
-        tuples = {key: tuple(options[key]) for key in policies if key in options}
+        lists = ("diffaugment", "matching_augment", "matcher_critic_augment", "mode_seeking_spaces")
+        tuples = {key: tuple(options[key]) for key in lists if key in options}
         return cls(**{**options, **tuples})
 
     @property
     def uses_matcher(self) -> bool:
-        """Whether G trains against the dataset's frozen matcher (its matching term or critic)."""
-        return self.matching_weight > 0 or self.matcher_critic_weight > 0
+        """Whether G trains against the dataset's frozen matcher (its matching term, its critic or
+        mode seeking in its space)."""
+        return (self.matching_weight > 0 or self.matcher_critic_weight > 0
+                or (self.mode_seeking_weight > 0 and any(space.startswith("matcher") for space in self.mode_seeking_spaces)))
 
 
 class TextToImageGAN(keras.Model):
@@ -119,8 +124,8 @@ class TextToImageGAN(keras.Model):
     ):
         super().__init__(**kwargs)
         if balance.uses_matcher and matcher is None:
-            raise ValueError("balance.matching_weight or matcher_critic_weight > 0 needs a matcher "
-                             "(t2igan.metrics.matcher.Matcher)")
+            raise ValueError("balance.matching_weight > 0, matcher_critic_weight > 0 or mode seeking "
+                             "in a matcher space needs a matcher (t2igan.metrics.matcher.Matcher)")
         self.generator = generator
         self.matcher = matcher  # frozen towers: it scores G's images, it does not learn here
         self.generator_ema = generator_ema
@@ -327,9 +332,10 @@ class TextToImageGAN(keras.Model):
             terms["g/total"] += terms["g/contrastive"]
         terms["g/mode_seeking"] = ops.zeros((), "float32")
         if balance.mode_seeking_weight > 0:
-            images_a, images_b = ops.split(fake_images, 2, axis=0)
             noise_a, noise_b = ops.split(noise, 2, axis=0)
-            terms["g/mode_seeking"] = losses.mode_seeking_loss(images_a, images_b, noise_a, noise_b)
+            for samples in self._mode_seeking_samples(fake_images, fake_features, fake_embeddings):
+                samples_a, samples_b = ops.split(samples, 2, axis=0)
+                terms["g/mode_seeking"] += losses.mode_seeking_loss(samples_a, samples_b, noise_a, noise_b)
             terms["g/total"] += balance.mode_seeking_weight * terms["g/mode_seeking"]
         terms["g/matching"] = ops.zeros((), "float32")
         if balance.matching_weight > 0:
@@ -343,6 +349,29 @@ class TextToImageGAN(keras.Model):
                                                        temperature=balance.matching_temperature)
             terms["g/total"] += balance.matching_weight * terms["g/matching"]
         return terms
+
+    def _mode_seeking_samples(self, fake_images, fake_features, fake_embeddings) -> list:
+        """What mode seeking spreads apart, one (B, ...) tensor per balance.mode_seeking_spaces:
+        G's images, or their features in D's space, the frozen matcher's, or the matcher's less
+        its component along the caption's own matcher embedding ("matcher_residual": what the
+        caption leaves open). Features are scaled to unit root-mean-square entry per sample, so
+        that distances read on the pixels' scale."""
+        samples = []
+        for space in self.balance.mode_seeking_spaces:
+            if space == "pixels":
+                samples.append(fake_images)
+                continue
+            if space == "discriminator":
+                features = ops.reshape(ops.cast(fake_features, "float32"), (ops.shape(fake_features)[0], -1))
+            elif space in ("matcher", "matcher_residual"):
+                features = ops.cast(self.matcher.images(fake_images, training=False), "float32")
+                if space == "matcher_residual":
+                    caption = ops.cast(self.matcher.texts(sentence_of(fake_embeddings), training=False), "float32")
+                    features -= ops.sum(features * caption, axis=1, keepdims=True) * caption
+            else:
+                raise ValueError(f"unknown mode seeking space {space!r}; known: {MODE_SEEKING_SPACES}")
+            samples.append(features * ops.rsqrt(ops.mean(ops.square(features), axis=1, keepdims=True) + 1e-8))
+        return samples
 
     def _fake_captions(self, text_embeddings):
         """The captions G draws for: the batch's own, or with mode seeking its first half twice,

@@ -109,6 +109,53 @@ def test_mode_seeking_draws_each_caption_twice_and_penalises_images_that_ignore_
     assert terms["g/total"] == pytest.approx(terms["g/adv"] + terms["g/mode_seeking"], rel=1e-4)
 
 
+@pytest.mark.parametrize("space", ["discriminator", "matcher", "matcher_residual"])
+def test_mode_seeking_in_a_feature_space_spreads_unit_rms_features(space):
+    from t2igan.metrics.matcher import Matcher, build_matcher
+
+    matcher = Matcher(build_matcher(32, TINY["text_dim"], embedding_dim=8, width=4))
+    gan = tiny_gan("fusion", mode_seeking_weight=1.0, mode_seeking_spaces=[space], matcher=matcher)
+    images, text = batch()
+    features = gan._encode(images)
+    (samples,) = gan._mode_seeking_samples(images, 10.0 * features, text)
+    samples = keras.ops.convert_to_numpy(samples)
+    width = int(np.prod(features.shape[1:])) if space == "discriminator" else 8
+    assert samples.shape == (4, width)
+    np.testing.assert_allclose(np.sqrt(np.mean(samples**2, axis=1)), 1.0, rtol=1e-4)
+    if space == "matcher_residual":  # nothing left along the caption's own embedding
+        captions = keras.ops.convert_to_numpy(matcher.texts(text))
+        np.testing.assert_allclose(np.sum(samples * captions, axis=1), 0.0, atol=1e-5)
+    terms = run_steps(gan, 1)[-1]
+    assert terms["g/mode_seeking"] > 0
+    assert terms["g/total"] == pytest.approx(terms["g/adv"] + terms["g/mode_seeking"], rel=1e-4)
+
+
+def test_mode_seeking_sums_its_term_over_the_spaces():
+    from t2igan.metrics.matcher import Matcher, build_matcher
+
+    matcher = Matcher(build_matcher(32, TINY["text_dim"], embedding_dim=8, width=4))
+    terms = {}
+    for spaces in (["pixels"], ["matcher"], ["pixels", "matcher"]):
+        keras.utils.set_random_seed(0)
+        gan = tiny_gan("fusion", mode_seeking_weight=1.0, mode_seeking_spaces=spaces, matcher=matcher)
+        terms[len(spaces), spaces[-1]] = gan._generator_terms(*_generator_inputs(gan))["g/mode_seeking"]
+    assert float(terms[2, "matcher"]) == pytest.approx(float(terms[1, "pixels"] + terms[1, "matcher"]), rel=1e-5)
+
+
+def _generator_inputs(gan):
+    images, text = batch()
+    noise = keras.random.normal((4, TINY["noise_dim"]), seed=3)
+    fake_text = gan._fake_captions(text)
+    fake_images, mu, log_sigma = gan.generator([noise, fake_text], training=True)
+    return fake_images, fake_text, noise, mu, log_sigma
+
+
+def test_mode_seeking_in_the_matchers_space_needs_a_matcher():
+    with pytest.raises(ValueError, match="needs a matcher"):
+        tiny_gan("fusion", mode_seeking_weight=1.0, mode_seeking_spaces=["pixels", "matcher"])
+    tiny_gan("fusion", mode_seeking_weight=0.0, mode_seeking_spaces=["matcher"])  # off: no matcher needed
+
+
 def test_discriminator_numbers_are_averaged_over_its_n_critic_updates():
     # R1 is due on D's updates 0, 2, 4, ... With n_critic = 2 the last update of every step is
     # odd, so only an average over both updates shows the penalty.

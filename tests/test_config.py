@@ -139,6 +139,7 @@ def test_model_balance_and_optim_options_build_a_gan(compose, group, option):
         (["metrics.matcher_pool=max"], "metrics.matcher_pool"),
         (["optim.decay_from=1.0"], "optim.decay_from"),
         (["balance.rotated_colours=1.5"], "balance.rotated_colours"),
+        (["balance.mode_seeking_spaces=[pixels,judge]"], "balance.mode_seeking_spaces"),
     ],
     ids=lambda value: value[0] if isinstance(value, list) else None,
 )
