@@ -24,6 +24,7 @@ METRIC_NAMES = (
 )  # fmt: skip
 # Where mode seeking measures how far two noises' samples of one caption lie apart.
 MODE_SEEKING_SPACES = ("pixels", "discriminator", "matcher", "matcher_residual")
+MATCHER_SPACES = {"matcher", "matcher_residual"}
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class Balance:
         """Whether G trains against the dataset's frozen matcher (its matching term, its critic or
         mode seeking in its space)."""
         return (self.matching_weight > 0 or self.matcher_critic_weight > 0
-                or (self.mode_seeking_weight > 0 and any(space.startswith("matcher") for space in self.mode_seeking_spaces)))
+                or (self.mode_seeking_weight > 0 and bool(MATCHER_SPACES & set(self.mode_seeking_spaces))))
 
 
 class TextToImageGAN(keras.Model):
@@ -352,10 +353,10 @@ class TextToImageGAN(keras.Model):
 
     def _mode_seeking_samples(self, fake_images, fake_features, fake_embeddings) -> list:
         """What mode seeking spreads apart, one (B, ...) tensor per balance.mode_seeking_spaces:
-        G's images, or their features in D's space, the frozen matcher's, or the matcher's less
-        its component along the caption's own matcher embedding ("matcher_residual": what the
-        caption leaves open). Features are scaled to unit root-mean-square entry per sample, so
-        that distances read on the pixels' scale."""
+        G's images, or their features in D's space (as D sees them, augmented if it is), the
+        frozen matcher's, or the matcher's less its component along the caption's own matcher
+        embedding ("matcher_residual": what the caption leaves open). Features are scaled to unit
+        root-mean-square entry per sample, so that distances read on the pixels' scale."""
         samples = []
         for space in self.balance.mode_seeking_spaces:
             if space == "pixels":
@@ -363,7 +364,7 @@ class TextToImageGAN(keras.Model):
                 continue
             if space == "discriminator":
                 features = ops.reshape(ops.cast(fake_features, "float32"), (ops.shape(fake_features)[0], -1))
-            elif space in ("matcher", "matcher_residual"):
+            elif space in MATCHER_SPACES:
                 features = ops.cast(self.matcher.images(fake_images, training=False), "float32")
                 if space == "matcher_residual":
                     caption = ops.cast(self.matcher.texts(sentence_of(fake_embeddings), training=False), "float32")
