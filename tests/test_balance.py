@@ -30,6 +30,13 @@ def tiny_gan(architecture="stackgan", **balance):
     return build_gan(**TINY, **ARCHITECTURES[architecture], seed=1, **balance)
 
 
+def tiny_matcher():
+    """An untrained matcher for TINY's images and captions (float32, as a trained one loads)."""
+    from t2igan.metrics.matcher import Matcher, build_matcher
+
+    return Matcher(build_matcher(32, TINY["text_dim"], embedding_dim=8, width=4))
+
+
 def batch(size=4, seed=0):
     rng = np.random.default_rng(seed)
     images = rng.uniform(-1, 1, (size, 32, 32, 3)).astype("float32")
@@ -111,9 +118,7 @@ def test_mode_seeking_draws_each_caption_twice_and_penalises_images_that_ignore_
 
 @pytest.mark.parametrize("space", ["discriminator", "matcher", "matcher_residual"])
 def test_mode_seeking_in_a_feature_space_spreads_unit_rms_features(space):
-    from t2igan.metrics.matcher import Matcher, build_matcher
-
-    matcher = Matcher(build_matcher(32, TINY["text_dim"], embedding_dim=8, width=4))
+    matcher = tiny_matcher()
     gan = tiny_gan("fusion", mode_seeking_weight=1.0, mode_seeking_spaces=[space], matcher=matcher)
     images, text = batch()
     features = gan._encode(images)
@@ -131,9 +136,7 @@ def test_mode_seeking_in_a_feature_space_spreads_unit_rms_features(space):
 
 
 def test_mode_seeking_sums_its_term_over_the_spaces():
-    from t2igan.metrics.matcher import Matcher, build_matcher
-
-    matcher = Matcher(build_matcher(32, TINY["text_dim"], embedding_dim=8, width=4))
+    matcher = tiny_matcher()
     terms = {}
     for spaces in (["pixels"], ["matcher"], ["pixels", "matcher"]):
         keras.utils.set_random_seed(0)
@@ -164,11 +167,9 @@ def test_discriminator_numbers_are_averaged_over_its_n_critic_updates():
 
 
 def test_the_matching_term_trains_g_against_a_frozen_matcher():
-    from t2igan.metrics.matcher import Matcher, build_matcher
-
     with pytest.raises(ValueError, match="needs a matcher"):
         tiny_gan(matching_weight=1.0)
-    matcher = Matcher(build_matcher(32, TINY["text_dim"], embedding_dim=8, width=4))
+    matcher = tiny_matcher()
     frozen = [w.numpy().copy() for w in matcher.model.weights]
     gan = tiny_gan(matching_weight=1.0, matcher=matcher)
     logged = run_steps(gan, 2)[-1]
@@ -180,11 +181,9 @@ def test_the_matching_term_trains_g_against_a_frozen_matcher():
 
 
 def test_the_matcher_critic_is_a_second_discriminator_on_the_frozen_matcher():
-    from t2igan.metrics.matcher import Matcher, build_matcher
-
     with pytest.raises(ValueError, match="needs a matcher"):
         tiny_gan("fusion", matcher_critic_weight=1.0)
-    matcher = Matcher(build_matcher(32, TINY["text_dim"], embedding_dim=8, width=4))
+    matcher = tiny_matcher()
     frozen = [w.numpy().copy() for w in matcher.model.weights]
     gan = tiny_gan("fusion", matcher_critic_weight=0.5, matcher=matcher)
     critic = gan.matcher_critic
@@ -314,9 +313,7 @@ def float32_afterwards():
 
 @pytest.mark.parametrize("architecture", ["stackgan", "fusion"])
 def test_the_default_recipe_trains_in_mixed_bfloat16_with_float32_spectral_norm(float32_afterwards, architecture):
-    from t2igan.metrics.matcher import Matcher, build_matcher
-
-    matcher = Matcher(build_matcher(32, TINY["text_dim"], embedding_dim=8, width=4))  # float32, as trained
+    matcher = tiny_matcher()  # float32, as trained
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     gan = build_gan(**{**TINY, "d_norm": "spectral"}, **ARCHITECTURES[architecture], seed=1, minibatch_std=True,
                     matching_weight=1.0, mode_seeking_weight=1.0, matcher_critic_weight=0.5, matcher=matcher)
@@ -337,9 +334,7 @@ def _spectral_norms(model) -> list:
 
 
 def test_phrase_tokens_train_with_the_matcher_penalties_and_rotated_negatives():
-    from t2igan.metrics.matcher import Matcher, build_matcher
-
-    matcher = Matcher(build_matcher(32, TINY["text_dim"], embedding_dim=8, width=4))  # reads caption vectors
+    matcher = tiny_matcher()  # reads caption vectors
     gan = build_gan(**{**TINY, "d_norm": "spectral"}, **ARCHITECTURES["fusion"], seed=1, phrase_tokens=2,
                     ma_gp_weight=2.0, rotated_colours=1.0, matching_weight=1.0, matcher_critic_weight=0.5,
                     matcher=matcher)  # fmt: skip
