@@ -146,7 +146,7 @@ def test_mode_seeking_sums_its_term_over_the_spaces():
 
 
 def _generator_inputs(gan):
-    images, text = batch()
+    _, text = batch()
     noise = keras.random.normal((4, TINY["noise_dim"]), seed=3)
     fake_text = gan._fake_captions(text)
     fake_images, mu, log_sigma = gan.generator([noise, fake_text], training=True)
