@@ -129,6 +129,35 @@ def test_phrase_attention_starts_as_the_identity_and_gives_padded_phrases_no_wei
     assert np.std(gain[0].reshape(16, -1)[:, 0]) > 1e-4
 
 
+def test_phrase_attention_is_each_position_attending_over_the_phrases():
+    """The layer computes per phrase; the result is the per-position attention its docstring
+    describes (queries and keys, softmax over the caption's phrases, gamma and beta of the
+    mixed values), here written out in numpy."""
+    from t2igan.models.fusion import PhraseAttention
+
+    rng = np.random.default_rng(3)
+    features = rng.standard_normal((2, 3, 5, 6)).astype("float32")
+    phrases = rng.standard_normal((2, 4, 7)).astype("float32")
+    phrases[0, 3] = 0.0  # padding
+    layer = PhraseAttention(6, key_dim=5)
+    layer(features, phrases)
+    for weight in layer.weights:  # as if trained
+        weight.assign(rng.standard_normal(weight.shape).astype("float32") * 0.5)
+
+    def dense(inputs, dense_layer, relu=False):
+        out = inputs @ np.asarray(dense_layer.kernel)
+        out = out + np.asarray(dense_layer.bias) if dense_layer.use_bias else out
+        return np.maximum(out, 0.0) if relu else out
+
+    scores = np.einsum("bhwd,bkd->bhwk", dense(features, layer.query), dense(phrases, layer.key)) / np.sqrt(5)
+    scores = np.where((np.abs(phrases).sum(-1) > 0)[:, None, None, :], scores, -np.inf)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    context = np.einsum("bhwk,bkd->bhwd", weights, dense(phrases, layer.value, relu=True))
+    expected = features * (1.0 + dense(context, layer.gamma)) + dense(context, layer.beta)
+    np.testing.assert_allclose(np.asarray(layer(features, phrases)), expected, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.filterwarnings("ignore:You are using a softmax over axis -1")  # the one-position case
 def test_phrase_match_scores_each_phrase_against_its_region_and_averages_over_the_phrases():
     from t2igan.models.fusion import PhraseMatch
