@@ -160,7 +160,7 @@ SCHEMA: dict[str, dict[str, Callable]] = {
         "mode_seeking_weight": NON_NEGATIVE, "mode_seeking_spaces": _list_of(*MODE_SEEKING_SPACES),
         "matching_weight": NON_NEGATIVE,
         "matching_temperature": _number(0.0, 10.0, low_open=True), "ada_interval": POSITIVE,
-        "matching_augment": _policies, "matcher_critic_weight": NON_NEGATIVE,
+        "matching_augment": _policies, "matching_floor": _boolean, "matcher_critic_weight": NON_NEGATIVE,
         "matcher_critic_channels": POSITIVE, "matcher_critic_augment": _policies,
         "contrastive_weight": NON_NEGATIVE, "contrastive_dim": POSITIVE,
         "contrastive_temperature": _number(0.0, 10.0, low_open=True),

@@ -66,6 +66,7 @@ class Balance:
     matching_weight: float = 0.0
     matching_temperature: float = 0.1
     matching_augment: tuple[str, ...] = ()
+    matching_floor: bool = False
     matcher_critic_weight: float = 0.0
     matcher_critic_channels: int = 64
     matcher_critic_augment: tuple[str, ...] = ("translation",)
@@ -293,7 +294,7 @@ class TextToImageGAN(keras.Model):
                     real_images, ops.stop_gradient(fake_images), text_embeddings,
                     mismatched_embeddings, fake_embeddings, rotated,
                 )  # fmt: skip
-            g_terms = self._generator_terms(fake_images, fake_embeddings, noise, mu, log_sigma)
+            g_terms = self._generator_terms(fake_images, fake_embeddings, noise, mu, log_sigma, real_images)
         g_variables = self.generator.trainable_variables
         g_grads = g_tape.gradient(g_terms["g/total"], g_variables)
         self.g_optimizer.apply(g_grads, g_variables)
@@ -314,7 +315,7 @@ class TextToImageGAN(keras.Model):
             self.trackers[name].update_state(value, sample_weight=weights.get(name))
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
-    def _generator_terms(self, fake_images, fake_embeddings, noise, mu, log_sigma) -> dict:
+    def _generator_terms(self, fake_images, fake_embeddings, noise, mu, log_sigma, real_images) -> dict:
         """G's loss terms: fool D, the KL term, and (if on) mode seeking between the two halves,
         the caption-matching term through D's contrastive heads and the frozen matcher's."""
         balance = self.balance
@@ -340,16 +341,32 @@ class TextToImageGAN(keras.Model):
             terms["g/total"] += balance.mode_seeking_weight * terms["g/mode_seeking"]
         terms["g/matching"] = ops.zeros((), "float32")
         if balance.matching_weight > 0:
-            # Augmented (if asked) so that G cannot satisfy the frozen matcher with a fixed
-            # pattern at a fixed place instead of the caption's attributes.
-            matched_images = augment_images(fake_images, policy=balance.matching_augment, probability=1.0,
-                                            seed_generator=self.augment_seed_generator)  # fmt: skip
-            image_embeddings = self.matcher.images(matched_images, training=False)
-            caption_embeddings = self.matcher.texts(sentence_of(fake_embeddings), training=False)
-            terms["g/matching"] = losses.matching_loss(image_embeddings, caption_embeddings,
-                                                       temperature=balance.matching_temperature)
+            terms["g/matching"] = ops.mean(self._matching_losses(fake_images, fake_embeddings, real_images))
             terms["g/total"] += balance.matching_weight * terms["g/matching"]
         return terms
+
+    def _matching_losses(self, fake_images, fake_embeddings, real_images):
+        """(B,) float32: how far the frozen matcher places each of G's images from its own caption
+        among the batch's (`losses.matching_losses`). G's images are augmented first (if asked) so
+        that G cannot satisfy the matcher with a fixed pattern at a fixed place instead of the
+        caption's attributes. With `balance.matching_floor`, each counts only what it lies past
+        the batch's real image of the same caption, seen the same way: matching a caption better
+        than real birds do means fixing what the caption leaves open (against the other captions,
+        a bird with no unnamed wing colour another caption names scores best)."""
+        balance = self.balance
+        caption_embeddings = self.matcher.texts(sentence_of(fake_embeddings), training=False)
+
+        def distances(images):
+            images = augment_images(images, policy=balance.matching_augment, probability=1.0,
+                                    seed_generator=self.augment_seed_generator)  # fmt: skip
+            return losses.matching_losses(self.matcher.images(images, training=False), caption_embeddings,
+                                          temperature=balance.matching_temperature)  # fmt: skip
+
+        fake_distances = distances(fake_images)
+        if not balance.matching_floor:
+            return fake_distances
+        real_distances = ops.stop_gradient(distances(self._fake_captions(real_images)))
+        return ops.maximum(fake_distances - real_distances, 0.0)
 
     def _mode_seeking_samples(self, fake_images, fake_features, fake_embeddings) -> list:
         """What mode seeking spreads apart, one (B, ...) tensor per balance.mode_seeking_spaces:
@@ -376,7 +393,8 @@ class TextToImageGAN(keras.Model):
 
     def _fake_captions(self, text_embeddings):
         """The captions G draws for: the batch's own, or with mode seeking its first half twice,
-        so each of those captions gets two images from different noise (B must be even)."""
+        so each of those captions gets two images from different noise (B must be even). Given
+        the real images, the same rows give each fake its caption's real image."""
         if self.balance.mode_seeking_weight <= 0:
             return text_embeddings
         first_half = text_embeddings[: ops.shape(text_embeddings)[0] // 2]

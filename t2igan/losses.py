@@ -98,7 +98,13 @@ def matching_loss(image_embeddings, text_embeddings, *, temperature: float = 0.1
     than the batch's other captions. (B, E) image embeddings and (B, E) caption embeddings
     in one space; softmax over the batch's captions of cosine / temperature, cross-entropy
     against the image's own caption (identical captions in the batch all count as its own).
+    The mean of `matching_losses`.
     """
+    return ops.mean(matching_losses(image_embeddings, text_embeddings, temperature=temperature))
+
+
+def matching_losses(image_embeddings, text_embeddings, *, temperature: float = 0.1):
+    """`matching_loss` image by image: (B,) float32 cross-entropies."""
     images = _float32(image_embeddings)
     texts = _float32(text_embeddings)
     images = images / (ops.norm(images, axis=1, keepdims=True) + 1e-8)
@@ -106,4 +112,4 @@ def matching_loss(image_embeddings, text_embeddings, *, temperature: float = 0.1
     logits = ops.matmul(images, ops.transpose(texts)) / temperature
     same = ops.cast(ops.matmul(texts, ops.transpose(texts)) > 0.9999, "float32")
     targets = same / ops.sum(same, axis=1, keepdims=True)
-    return ops.mean(-ops.sum(targets * ops.log_softmax(logits, axis=1), axis=1))
+    return -ops.sum(targets * ops.log_softmax(logits, axis=1), axis=1)

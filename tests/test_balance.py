@@ -146,11 +146,11 @@ def test_mode_seeking_sums_its_term_over_the_spaces():
 
 
 def _generator_inputs(gan):
-    _, text = batch()
+    real_images, text = batch()
     noise = keras.random.normal((4, TINY["noise_dim"]), seed=3)
     fake_text = gan._fake_captions(text)
     fake_images, mu, log_sigma = gan.generator([noise, fake_text], training=True)
-    return fake_images, fake_text, noise, mu, log_sigma
+    return fake_images, fake_text, noise, mu, log_sigma, real_images
 
 
 def test_mode_seeking_in_the_matchers_space_needs_a_matcher():
@@ -178,6 +178,34 @@ def test_the_matching_term_trains_g_against_a_frozen_matcher():
     assert all(np.array_equal(w.numpy(), f) for w, f in zip(matcher.model.weights, frozen))  # not trained
     assert not {id(w) for w in matcher.model.weights} & {id(w) for w in gan.trainable_weights}
     assert run_steps(tiny_gan(), 1)[-1]["g/matching"] == 0.0  # off by default
+
+
+@pytest.mark.parametrize("mode_seeking_weight", [0.0, 1.0])
+def test_the_matching_floor_charges_only_what_gs_images_match_worse_than_their_captions_real_image(
+    mode_seeking_weight,
+):
+    from t2igan.losses import matching_losses
+    from t2igan.text.encoder import sentence_of
+
+    matcher = tiny_matcher()
+    gan = tiny_gan("fusion", matching_weight=1.0, matching_floor=True, matcher=matcher,
+                   mode_seeking_weight=mode_seeking_weight)  # fmt: skip
+    real_images, text = batch()
+    fake_text = gan._fake_captions(text)
+    as_real = gan._fake_captions(real_images)  # each fake row's caption's real image
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(gan._matching_losses(as_real, fake_text, real_images)),
+                                  0.0)  # fmt: skip
+    fake_images = batch(seed=1)[0]
+    floored = keras.ops.convert_to_numpy(gan._matching_losses(fake_images, fake_text, real_images))
+    captions = matcher.texts(sentence_of(fake_text))
+    fake, real = (keras.ops.convert_to_numpy(matching_losses(matcher.images(images), captions))
+                  for images in (fake_images, as_real))  # fmt: skip
+    np.testing.assert_allclose(floored, np.maximum(fake - real, 0.0), rtol=1e-5, atol=1e-6)
+    assert np.any(fake > real) and np.any(fake < real)  # both sides of the floor are tested
+    unfloored = tiny_gan("fusion", matching_weight=1.0, matcher=matcher, mode_seeking_weight=mode_seeking_weight)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(unfloored._matching_losses(fake_images, fake_text,
+                                                                                    real_images)), fake, rtol=1e-5)  # fmt: skip
+    assert run_steps(gan, 1)[-1]["g/matching"] >= 0.0
 
 
 def test_the_matcher_critic_is_a_second_discriminator_on_the_frozen_matcher():

@@ -75,6 +75,19 @@ def test_mode_seeking_loss_is_the_inverse_image_change_per_noise_change():
     assert float(losses.mode_seeking_loss(images_a, images_a, noise_a, noise_b)) > 1e4
 
 
+def test_matching_losses_are_the_matching_loss_image_by_image():
+    from t2igan.losses import matching_loss, matching_losses
+
+    rng = np.random.default_rng(4)
+    images, captions = rng.standard_normal((2, 5, 3)).astype("float32")
+    per_image = np.asarray(matching_losses(images, captions, temperature=0.5))
+    logits = (images / np.linalg.norm(images, axis=1, keepdims=True)) @ (
+        captions / np.linalg.norm(captions, axis=1, keepdims=True)).T / 0.5
+    expected = -np.diag(logits) + np.log(np.exp(logits).sum(axis=1))
+    np.testing.assert_allclose(per_image, expected, rtol=1e-5)
+    assert float(matching_loss(images, captions, temperature=0.5)) == pytest.approx(per_image.mean(), rel=1e-6)
+
+
 def test_matching_loss_rewards_images_that_point_at_their_own_caption():
     from t2igan.losses import matching_loss
 
