@@ -356,17 +356,17 @@ class TextToImageGAN(keras.Model):
         balance = self.balance
         caption_embeddings = self.matcher.texts(sentence_of(fake_embeddings), training=False)
 
-        def distances(images):
+        def per_image(images):
             images = augment_images(images, policy=balance.matching_augment, probability=1.0,
                                     seed_generator=self.augment_seed_generator)  # fmt: skip
             return losses.matching_losses(self.matcher.images(images, training=False), caption_embeddings,
                                           temperature=balance.matching_temperature)  # fmt: skip
 
-        fake_distances = distances(fake_images)
+        fake_losses = per_image(fake_images)
         if not balance.matching_floor:
-            return fake_distances
-        real_distances = ops.stop_gradient(distances(self._fake_captions(real_images)))
-        return ops.maximum(fake_distances - real_distances, 0.0)
+            return fake_losses
+        real_losses = ops.stop_gradient(per_image(self._fake_captions(real_images)))
+        return ops.maximum(fake_losses - real_losses, 0.0)
 
     def _mode_seeking_samples(self, fake_images, fake_features, fake_embeddings) -> list:
         """What mode seeking spreads apart, one (B, ...) tensor per balance.mode_seeking_spaces:

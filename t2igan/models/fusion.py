@@ -82,8 +82,9 @@ def phrase_mask(phrases):
 
 def _attend(scores, mask, axis):
     """Softmax of float32 `scores` over `axis`, where padded phrases (`mask` 0, broadcast to
-    `scores`) get no weight."""
-    return ops.softmax(ops.where(mask > 0, scores, -1e9), axis=axis)
+    `scores`) get no weight. The mask is added as a bias of its own (small) shape, which is
+    cheaper than selecting at every position of `scores`."""
+    return ops.softmax(scores + (mask - 1.0) * 1e9, axis=axis)
 
 
 @keras.saving.register_keras_serializable(package="t2igan")
@@ -123,9 +124,7 @@ class PhraseAttention(layers.Layer):
         query_kernel = ops.cast(self.query.kernel, "float32")  # (C, d)
         keys = ops.einsum("bkd,cd->bkc", ops.cast(self.key(phrases), "float32"), query_kernel) / self.key_dim**0.5
         scores = ops.einsum("bhwc,bkc->bhwk", features, ops.cast(keys, features.dtype))
-        # Padded phrases get no weight; a (B, 1, 1, K) bias is cheaper than masking every position.
-        padding = (phrase_mask(phrases) - 1.0)[:, None, None, :] * 1e9
-        weights = ops.softmax(ops.cast(scores, "float32") + padding, axis=-1)
+        weights = _attend(ops.cast(scores, "float32"), phrase_mask(phrases)[:, None, None, :], axis=-1)
         weights = ops.cast(weights, features.dtype)
         values = self.value(phrases)  # (B, K, d)
 
