@@ -25,14 +25,24 @@ NUM_VALUES = np.array([len(ATTRIBUTES[name]) for name in ATTRIBUTE_NAMES])
 
 
 class OracleJudge:
+    """Reads the true attributes of the split's own images and a fixed random guess for any
+    other image; features are 8x8 block means. `calls` counts passes over images."""
+
     def __init__(self, split: CaptionedImages):
         self.known = {hashlib.sha1(image.tobytes()).digest(): attributes
                       for image, attributes in zip(split.images, split.attributes)}
         self.calls = 0
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        assert images.dtype == np.uint8
+    def read(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.calls += 1
+        return self._attributes(images), self._features(images)
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return self._features(images)
+
+    def _attributes(self, images: np.ndarray) -> np.ndarray:
+        assert images.dtype == np.uint8
         rows = []
         for image in images:
             key = hashlib.sha1(image.tobytes()).digest()
@@ -43,9 +53,8 @@ class OracleJudge:
                 rows.append((rng.random(len(NUM_VALUES)) * NUM_VALUES).astype(np.int32))
         return np.array(rows, np.int32).reshape(len(images), len(NUM_VALUES))
 
-    def features(self, images: np.ndarray) -> np.ndarray:
+    def _features(self, images: np.ndarray) -> np.ndarray:
         assert images.dtype == np.uint8
-        self.calls += 1
         blocks = images.reshape(len(images), IMAGE_SIZE // 8, 8, IMAGE_SIZE // 8, 8, 3)
         return blocks.mean(axis=(2, 4)).reshape(len(images), -1).astype(np.float32) / 255.0
 
@@ -180,7 +189,7 @@ def test_real_features_are_computed_once(split):
     evaluator = make_evaluator(split)
     calls_after_init = evaluator.judge.calls
     evaluator(own_image_generator(split))
-    assert evaluator.judge.calls - calls_after_init == 2  # generated features + predictions
+    assert evaluator.judge.calls - calls_after_init == 1  # one pass: predictions and features
 
 
 def test_wrong_shapes_and_missing_ground_truth_are_rejected(split):

@@ -38,11 +38,12 @@ Generate = Callable[[np.ndarray, np.ndarray], object]
 class AttributeJudge(Protocol):
     """What the evaluator needs of a judge (`t2igan.metrics.judge.Judge` is one)."""
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """(N, S, S, 3) uint8 -> (N, A) int32 attribute value indices."""
+    def read(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, S, S, 3) uint8 -> (N, A) int32 attribute value indices and (N, F) float32
+        features, from one pass over the images."""
 
     def features(self, images: np.ndarray) -> np.ndarray:
-        """(N, S, S, 3) uint8 -> (N, F) float32."""
+        """(N, S, S, 3) uint8 -> (N, F) float32 (`read`'s features alone)."""
 
 
 def toybirds_caption_indices(num_images: int, captions_per_image: int) -> np.ndarray:
@@ -73,7 +74,7 @@ def pair_disagreement(values: np.ndarray) -> np.ndarray:
 class ToyBirdsEvaluator:
     """Scores a generator on toybirds' test captions; see the module docstring for the keys.
 
-    judge: reads attributes and features from uint8 images (predict/features).
+    judge: reads attributes and features from uint8 images (read; features for the real ones).
     split: the test CaptionedImages, with `attributes` (N, A) and `mentions` (N, C, A).
     caption_embeddings: (N, T) float32 embedding of caption `caption_indices[i]` of image i.
     caption_indices: (N,) ints in [0, C), the caption scored for each test image.
@@ -182,8 +183,8 @@ class ToyBirdsEvaluator:
             self.caption_embeddings,
             np.repeat(self.caption_embeddings[self.diversity_images], noises, axis=0)])
         images = self._generate(generate, noise, embeddings)
-        features = np.asarray(self.judge.features(images), np.float64)
-        predictions = np.asarray(self.judge.predict(images))
+        predictions, features = self.judge.read(images)
+        predictions, features = np.asarray(predictions), np.asarray(features, np.float64)
         diversity_predictions = predictions[num_images:]
         predictions = predictions[:num_images]
 
