@@ -162,6 +162,7 @@ SCHEMA: dict[str, dict[str, Callable]] = {
         "matching_temperature": _number(0.0, 10.0, low_open=True), "ada_interval": POSITIVE,
         "matching_augment": _policies, "matching_floor": _boolean, "matcher_critic_weight": NON_NEGATIVE,
         "matcher_critic_channels": POSITIVE, "matcher_critic_augment": _policies,
+        "matcher_critic_phrases": _boolean,
         "contrastive_weight": NON_NEGATIVE, "contrastive_dim": POSITIVE,
         "contrastive_temperature": _number(0.0, 10.0, low_open=True),
         "auto_target_gap": _number(-1.0, 1.0), "auto_band": _number(0.0, 1.0),

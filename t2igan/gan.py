@@ -70,6 +70,7 @@ class Balance:
     matcher_critic_weight: float = 0.0
     matcher_critic_channels: int = 64
     matcher_critic_augment: tuple[str, ...] = ("translation",)
+    matcher_critic_phrases: bool = False
     contrastive_weight: float = 0.0
     contrastive_dim: int = 256
     contrastive_temperature: float = 0.1
@@ -129,12 +130,17 @@ class TextToImageGAN(keras.Model):
             raise ValueError("balance.matching_weight > 0, matcher_critic_weight > 0 or mode seeking "
                              "in a matcher space needs a matcher (t2igan.metrics.matcher.Matcher)")
         self.generator = generator
+        if balance.matcher_critic_phrases and getattr(discriminator, "phrase_match", None) is None:
+            raise ValueError("balance.matcher_critic_phrases needs phrase tokens: model=fusion with "
+                             "model.phrase_tokens > 0")
         self.matcher = matcher  # frozen towers: it scores G's images, it does not learn here
         self.generator_ema = generator_ema
         self.discriminator = discriminator
         # A second discriminator on the frozen matcher's features; trained by d_optimizer with D.
         self.matcher_critic = (MatcherCritic(matcher.images, text_dim=discriminator.text_dim,
-                                             channels=balance.matcher_critic_channels, name="matcher_critic")
+                                             channels=balance.matcher_critic_channels,
+                                             phrases=balance.matcher_critic_phrases,
+                                             name="matcher_critic")
                                if balance.matcher_critic_weight > 0 else None)  # fmt: skip
         self.noise_dim = noise_dim
         self.balance = balance
@@ -244,7 +250,7 @@ class TextToImageGAN(keras.Model):
         are shifted (balance.matcher_critic_augment), as G's images are for the matcher."""
         images = augment_images(images, policy=self.balance.matcher_critic_augment, probability=1.0,
                                 seed_generator=self.augment_seed_generator)  # fmt: skip
-        features = self.matcher_critic.features(images)
+        features = self.matcher_critic.features(images, training=True)
         return [self.matcher_critic.judge(features, text, training=True) for text in text_embeddings]
 
     def _contrastive(self, features, text_embeddings):

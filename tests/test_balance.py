@@ -216,7 +216,8 @@ def test_the_matcher_critic_is_a_second_discriminator_on_the_frozen_matcher():
     gan = tiny_gan("fusion", matcher_critic_weight=0.5, matcher=matcher)
     critic = gan.matcher_critic
     # One head per map after the tower's first block: 8x8 and 4x4 for 32x32 images.
-    assert [tuple(f.shape[1:3]) for f in critic.features(np.zeros((1, 32, 32, 3), "float32"))] == [(8, 8), (4, 4)]
+    assert [tuple(f.shape[1:3]) for f in critic.maps(np.zeros((1, 32, 32, 3), "float32"))] == [(8, 8), (4, 4)]
+    assert [tuple(f.shape[1:]) for f in critic.features(np.zeros((1, 32, 32, 3), "float32"))] == [(4, 4, 64)] * 2
     heads = [w.numpy().copy() for w in critic.trainable_variables]
     assert heads and {id(w) for w in critic.trainable_variables} <= {id(w) for w in gan._d_variables()}
     logged = run_steps(gan, 2)[-1]
@@ -227,6 +228,29 @@ def test_the_matcher_critic_is_a_second_discriminator_on_the_frozen_matcher():
     assert all(np.array_equal(w.numpy(), f) for w, f in zip(matcher.model.weights, frozen))  # the matcher does not
     off = run_steps(tiny_gan("fusion"), 1)[-1]
     assert off["d/matcher_critic"] == 0.0 and off["g/matcher_critic"] == 0.0
+
+
+def test_the_matcher_critics_heads_score_phrases_only_when_asked():
+    matcher = tiny_matcher()
+    with pytest.raises(ValueError, match="phrase tokens"):
+        tiny_gan("fusion", matcher_critic_weight=0.5, matcher_critic_phrases=True, matcher=matcher)
+    images, _ = batch()
+    tokens = np.random.default_rng(3).standard_normal((4, 3, TINY["text_dim"])).astype("float32")
+    other_phrases = tokens.copy()
+    other_phrases[:, 1:] = np.random.default_rng(4).standard_normal((4, 2, TINY["text_dim"]))
+
+    def logits(phrases: bool):
+        gan = build_gan(**{**TINY, "d_norm": "spectral"}, **ARCHITECTURES["fusion"], seed=1, phrase_tokens=2,
+                        matcher_critic_weight=0.5, matcher_critic_phrases=phrases, matcher=matcher)  # fmt: skip
+        critic = gan.matcher_critic
+        features = critic.features(images)
+        return critic, [keras.ops.convert_to_numpy(critic.judge(features, text)) for text in (tokens, other_phrases)]
+
+    plain, (same, changed) = logits(False)
+    np.testing.assert_array_equal(same, changed)  # the caption vector alone
+    scoring, (same, changed) = logits(True)
+    assert np.abs(same - changed).max() > 1e-4  # each head scores the phrases too
+    assert len(scoring.head_variables) > len(plain.head_variables)  # and checkpoints their weights
 
 
 def test_rotated_colours_replace_the_neighbours_caption_where_a_caption_has_a_negative():

@@ -15,21 +15,26 @@ import keras
 from keras import layers, ops
 
 from t2igan.models.blocks import SpectralNorm
-from t2igan.models.fusion import text_match_terms, text_scale
+from t2igan.models.fusion import PhraseMatch, text_match_terms, text_scale
 from t2igan.text.encoder import sentence_of
 
 
 class MatcherCritic(keras.Model):
-    """`features(images)`: the frozen tower's activations after its first block;
+    """`features(images)`: each head's 4x4 map of the frozen tower's activations (what does not
+    depend on the caption, so an image batch judged against two captions is brought down once);
     `judge(features, text_embeddings)`: (B, 1) float32 logits, the mean of one head per map.
 
     `image_tower` is the matcher's image encoder (`Matcher.images`: a CNN of stride-2 blocks
     down to 4x4, each ending in LeakyReLU); it is used frozen (inference mode, not trained).
     Each head brings its map down to 4x4 with spectrally normalised stride-2 4x4 convolutions
     (one 3x3 convolution for a map that is 4x4 already) of `channels` channels.
+    `phrases`: each head also scores the caption's phrases against the regions they attend to
+    (`PhraseMatch`, as the fusion discriminator does); the text is then (B, 1 + K, text_dim),
+    caption vector first. Without it the heads read the caption vector alone.
     """
 
-    def __init__(self, image_tower: keras.Model, *, text_dim: int, channels: int = 64, **kwargs):
+    def __init__(self, image_tower: keras.Model, *, text_dim: int, channels: int = 64, phrases: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
         maps = [layer.output for layer in image_tower.layers if isinstance(layer, layers.LeakyReLU)][1:]
         if not maps:
@@ -60,31 +65,41 @@ class MatcherCritic(keras.Model):
             projection = SpectralNorm(layers.Dense(channels, use_bias=False, dtype="float32"),
                                       name=f"head{index}_projection")  # fmt: skip
             projection.build((None, text_dim))
-            self.heads.append(_Head(down, joint, projection))
+            phrase_match = None
+            if phrases:
+                phrase_match = PhraseMatch(channels, name=f"head{index}_phrase_match")
+                phrase_match(ops.zeros((1, 4, 4, channels)), ops.zeros((1, 1, text_dim)))  # creates its weights
+            self.heads.append(_Head(down, joint, projection, phrase_match))
 
     @property
     def head_variables(self) -> list:
         """What training changes (and a checkpoint keeps): the heads', not the frozen tower's."""
         return [variable for head in self.heads for variable in head.variables]
 
-    def features(self, images):
+    def maps(self, images):
         """(B, S, S, 3) in [-1, 1] -> the frozen tower's maps, largest first."""
         return self.extractor(images, training=False)
 
+    def features(self, images, training=None):
+        """(B, S, S, 3) in [-1, 1] -> one (B, 4, 4, channels) map per head."""
+        return [head.down(maps, training=training) for maps, head in zip(self.maps(images), self.heads)]
+
     def judge(self, features, text_embeddings, training=None):
-        text = ops.cast(sentence_of(text_embeddings), "float32") * self.text_input_scale
+        text = ops.cast(text_embeddings, "float32") * self.text_input_scale
         logits = 0.0
-        for maps, head in zip(features, self.heads):
-            x = head.down(maps, training=training)
-            joint, projected = text_match_terms(x, text, head.joint, head.projection,
+        for x, head in zip(features, self.heads):
+            joint, projected = text_match_terms(x, sentence_of(text), head.joint, head.projection,
                                                 training=training)  # fmt: skip
             logits = logits + joint + projected
+            if head.phrase_match is not None:
+                logits = logits + head.phrase_match(x, text[:, 1:], training=training)
         return logits / len(self.heads)
 
 
 class _Head(keras.layers.Layer):
-    """One map's head: `down` to 4x4, then `joint` and `projection` against the caption."""
+    """One map's head: `down` to 4x4, then `joint` and `projection` against the caption, and
+    `phrase_match` (or None) against its phrases."""
 
-    def __init__(self, down, joint, projection, **kwargs):
+    def __init__(self, down, joint, projection, phrase_match=None, **kwargs):
         super().__init__(**kwargs)
-        self.down, self.joint, self.projection = down, joint, projection
+        self.down, self.joint, self.projection, self.phrase_match = down, joint, projection, phrase_match
