@@ -130,16 +130,14 @@ class TextToImageGAN(keras.Model):
             raise ValueError("balance.matching_weight > 0, matcher_critic_weight > 0 or mode seeking "
                              "in a matcher space needs a matcher (t2igan.metrics.matcher.Matcher)")
         self.generator = generator
-        if balance.matcher_critic_phrases and getattr(discriminator, "phrase_match", None) is None:
-            raise ValueError("balance.matcher_critic_phrases needs phrase tokens: model=fusion with "
-                             "model.phrase_tokens > 0")
         self.matcher = matcher  # frozen towers: it scores G's images, it does not learn here
         self.generator_ema = generator_ema
         self.discriminator = discriminator
         # A second discriminator on the frozen matcher's features; trained by d_optimizer with D.
+        # Its heads score phrases (if asked) where the text has them, as D does.
+        critic_phrases = balance.matcher_critic_phrases and getattr(discriminator, "phrase_match", None) is not None
         self.matcher_critic = (MatcherCritic(matcher.images, text_dim=discriminator.text_dim,
-                                             channels=balance.matcher_critic_channels,
-                                             phrases=balance.matcher_critic_phrases,
+                                             channels=balance.matcher_critic_channels, phrases=critic_phrases,
                                              name="matcher_critic")
                                if balance.matcher_critic_weight > 0 else None)  # fmt: skip
         self.noise_dim = noise_dim
