@@ -75,6 +75,15 @@ def test_default_config_has_no_problems(compose):
     validate(cfg)  # must not raise
 
 
+def test_the_default_experiment_is_the_recipe_the_readme_times(compose):
+    # README, "Where convergence stands": phrase attention in G and D, and the matcher critic's
+    # heads scoring the phrases too; an edit that drops either changes the measured default.
+    cfg = compose()
+    assert (cfg.model.name, cfg.balance.name) == ("fusion", "matching_critic")
+    assert cfg.model.phrase_tokens > 0
+    assert cfg.balance.matcher_critic_phrases is True
+
+
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
 def test_every_group_option_composes_without_problems(compose, group, option):
     choices = compose(f"{group}={option}", hydra_config=True).hydra.runtime.choices
