@@ -53,21 +53,31 @@ def build_image_encoder(image_size: int, embedding_dim: int, *, width: int = 32,
     (balance.matching_weight)."""
     import keras
 
-    initializer = keras.initializers.HeNormal(seed=seed)
     images = keras.Input((image_size, image_size, 3))
-    x = images
-    channels = width
-    while x.shape[1] > 4:
-        x = keras.layers.Conv2D(channels, 3, strides=2, padding="same", kernel_initializer=initializer)(x)
-        x = keras.layers.BatchNormalization()(x)
-        x = keras.layers.LeakyReLU(0.2)(x)
-        channels = min(channels * 2, 8 * width)
+    x = conv_blocks(images, width=width, seed=seed)[-1]
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
     x = keras.layers.Flatten()(x) if pool == "flatten" else keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Dense(embedding_dim, kernel_initializer=keras.initializers.GlorotUniform(seed=seed))(x)
     outputs = keras.layers.UnitNormalization()(x)
     return keras.Model(images, outputs, name="image_encoder")
+
+
+def conv_blocks(images, *, width: int, seed: int) -> list:
+    """The image tower's CNN on a Keras tensor (B, S, S, 3): blocks of a stride-2 3x3 convolution
+    (`width` channels, doubling per block up to 8x), BatchNorm and LeakyReLU, down to 4x4. Each
+    block's output, largest first."""
+    import keras
+
+    initializer = keras.initializers.HeNormal(seed=seed)
+    x, channels, outputs = images, width, []
+    while x.shape[1] > 4:
+        x = keras.layers.Conv2D(channels, 3, strides=2, padding="same", kernel_initializer=initializer)(x)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.LeakyReLU(0.2)(x)
+        outputs.append(x)
+        channels = min(channels * 2, 8 * width)
+    return outputs
 
 
 def build_text_encoder(text_dim: int, embedding_dim: int, *, hidden: int = 512, seed: int = 0):
