@@ -160,7 +160,7 @@ SCHEMA: dict[str, dict[str, Callable]] = {
         "mode_seeking_weight": NON_NEGATIVE, "mode_seeking_spaces": _list_of(*MODE_SEEKING_SPACES),
         "matching_weight": NON_NEGATIVE,
         "matching_temperature": _number(0.0, 10.0, low_open=True), "ada_interval": POSITIVE,
-        "matching_augment": _policies, "matching_floor": _boolean, "matcher_critic_weight": NON_NEGATIVE,
+        "matching_augment": _policies, "matching_floor": _boolean, "phrase_matching_weight": NON_NEGATIVE, "matcher_critic_weight": NON_NEGATIVE,
         "matcher_critic_channels": POSITIVE, "matcher_critic_augment": _policies,
         "matcher_critic_phrases": _boolean,
         "contrastive_weight": NON_NEGATIVE, "contrastive_dim": POSITIVE,
@@ -186,7 +186,9 @@ SCHEMA: dict[str, dict[str, Callable]] = {
         "matcher_batch_size": _integer(2), "matcher_width": POSITIVE, "matcher_text_hidden": POSITIVE,
         "matcher_embedding_dim": POSITIVE, "matcher_learning_rate": LEARNING_RATE,
         "matcher_temperature": _number(0.0, 10.0, low_open=True), "matcher_augment": _policies,
-        "matcher_pool": _choice(*POOLS), "batch_size": POSITIVE, "cache_dir": _text,
+        "matcher_pool": _choice(*POOLS), "phrase_matcher_epochs": POSITIVE,
+        "phrase_matcher_region_size": _choice(4, 8, 16, 32), "phrase_matcher_sharpness": _number(0.0, 100.0, low_open=True),
+        "phrase_matcher_temperature": _number(0.0, 10.0, low_open=True), "batch_size": POSITIVE, "cache_dir": _text,
     },
     "tracking": {
         "enabled": _boolean, "uri": _optional_text, "experiment": _text, "log_checkpoint": _boolean,
@@ -269,6 +271,9 @@ def _cross_checks(config: dict) -> list[str]:
         found.append(f"model.phrase_tokens > 0 needs model=fusion (its attention reads them); "
                      f"model.architecture is {model.get('architecture')!r}")
     balance = config.get("balance", {})
+    if balance.get("phrase_matching_weight") and not model.get("phrase_tokens"):
+        found.append("balance.phrase_matching_weight > 0 matches the caption's phrases: it needs "
+                     "model.phrase_tokens > 0 (model=fusion)")
     penalties = [key for key in ("ma_gp_weight", "r1_gamma") if balance.get(key)]
     if penalties and balance.get("d_norm") == "batch":
         found.append(f"balance.{penalties[0]} > 0 needs per-sample gradients: use balance.d_norm="

@@ -10,13 +10,14 @@ from keras import ops
 from t2igan import losses
 from t2igan.augment import augment_images, instance_noise
 from t2igan.metrics.matcher import Matcher
+from t2igan.metrics.phrase_matcher import PhraseMatcher, contrastive_from_scores, same_captions
 from t2igan.models.matcher_critic import MatcherCritic
 from t2igan.regularizers import LeCamAnchors, lecam_penalty, matching_aware_gradient_penalty, r1_penalty
 from t2igan.text.encoder import sentence_of
 
 METRIC_NAMES = (
     "d/real", "d/fake", "d/wrong", "d/total",
-    "g/adv", "g/kl", "g/mode_seeking", "g/matching", "g/contrastive", "g/total",
+    "g/adv", "g/kl", "g/mode_seeking", "g/matching", "g/phrase_matching", "g/contrastive", "g/total",
     "d_score/real", "d_score/fake", "d_score/wrong", "d_score/rotated", "d_sign/real",
     "d/ma_gp", "d/r1", "d/lecam", "d/contrastive", "d/matcher_critic", "g/matcher_critic",
     "grad_norm/d", "grad_norm/g",
@@ -67,6 +68,7 @@ class Balance:
     matching_temperature: float = 0.1
     matching_augment: tuple[str, ...] = ()
     matching_floor: bool = False
+    phrase_matching_weight: float = 0.0
     matcher_critic_weight: float = 0.0
     matcher_critic_channels: int = 64
     matcher_critic_augment: tuple[str, ...] = ("translation",)
@@ -122,6 +124,7 @@ class TextToImageGAN(keras.Model):
         noise_dim: int = 100,
         balance: Balance = Balance(),
         matcher: Matcher | None = None,
+        phrase_matcher: PhraseMatcher | None = None,
         seed: int | None = None,
         **kwargs,
     ):
@@ -129,8 +132,12 @@ class TextToImageGAN(keras.Model):
         if balance.uses_matcher and matcher is None:
             raise ValueError("balance.matching_weight > 0, matcher_critic_weight > 0 or mode seeking "
                              "in a matcher space needs a matcher (t2igan.metrics.matcher.Matcher)")
+        if balance.phrase_matching_weight > 0 and phrase_matcher is None:
+            raise ValueError("balance.phrase_matching_weight > 0 needs a phrase matcher "
+                             "(t2igan.metrics.phrase_matcher.PhraseMatcher)")
         self.generator = generator
         self.matcher = matcher  # frozen towers: it scores G's images, it does not learn here
+        self.phrase_matcher = phrase_matcher  # the same, phrase by phrase
         self.generator_ema = generator_ema
         self.discriminator = discriminator
         # A second discriminator on the frozen matcher's features; trained by d_optimizer with D.
@@ -347,7 +354,23 @@ class TextToImageGAN(keras.Model):
         if balance.matching_weight > 0:
             terms["g/matching"] = ops.mean(self._matching_losses(fake_images, fake_embeddings, real_images))
             terms["g/total"] += balance.matching_weight * terms["g/matching"]
+        terms["g/phrase_matching"] = ops.zeros((), "float32")
+        if balance.phrase_matching_weight > 0:
+            terms["g/phrase_matching"] = ops.mean(self._phrase_matching_losses(fake_images, fake_embeddings))
+            terms["g/total"] += balance.phrase_matching_weight * terms["g/phrase_matching"]
         return terms
+
+    def _phrase_matching_losses(self, fake_images, fake_embeddings):
+        """(B,) float32: AttnGAN's word-level DAMSM term with phrases for words. Each of G's
+        images, shifted as for the sentence matcher (balance.matching_augment), should score its
+        own caption's phrases above the batch's other captions' in the frozen phrase matcher,
+        where each phrase is scored against the region it finds (so a colour on the wrong part
+        does not count), at balance.matching_temperature."""
+        images = augment_images(fake_images, policy=self.balance.matching_augment, probability=1.0,
+                                seed_generator=self.augment_seed_generator)  # fmt: skip
+        scores = self.phrase_matcher.scores(self.phrase_matcher.regions(images), fake_embeddings)
+        return contrastive_from_scores(scores, same_captions(sentence_of(fake_embeddings)),
+                                       temperature=self.balance.matching_temperature)  # fmt: skip
 
     def _matching_losses(self, fake_images, fake_embeddings, real_images):
         """(B,) float32: how far the frozen matcher places each of G's images from its own caption
@@ -520,6 +543,7 @@ def build_gan(
     jit_compile: bool = False,
     steps_per_execution: int = 1,
     matcher: Matcher | None = None,
+    phrase_matcher: PhraseMatcher | None = None,
     phrase_tokens: int = 0,
     phrase_key_dim: int = 64,
     phrase_max_size: int | None = None,
@@ -528,7 +552,8 @@ def build_gan(
     """A compiled GAN from the `model`, `balance` and `optim` groups' plain values.
 
     `balance` holds the fields of `Balance` (unknown names are an error); `matcher` (the frozen
-    image and text towers of t2igan.metrics.matcher) is needed when `Balance.uses_matcher`.
+    image and text towers of t2igan.metrics.matcher) is needed when `Balance.uses_matcher`,
+    `phrase_matcher` (t2igan.metrics.phrase_matcher) when `balance.phrase_matching_weight` > 0.
     Learning rates and betas configure one Adam optimizer per network; `jit_compile` and
     `steps_per_execution` go to `keras.Model.compile`.
     """
@@ -553,6 +578,7 @@ def build_gan(
         noise_dim=noise_dim,
         balance=balance,
         matcher=matcher,
+        phrase_matcher=phrase_matcher,
         seed=seed,
     )
     gan.compile(

@@ -47,6 +47,7 @@ def train(cfg: DictConfig) -> float:
     from t2igan.data.listing import DatasetError
     from t2igan.gan import Balance, build_gan
     from t2igan.metrics.matcher import matcher_path
+    from t2igan.metrics.phrase_matcher import phrase_matcher_path
     from t2igan.runs import RunFolder, run_name
     from t2igan.sweep import active_trial
     from t2igan.text.encoder import CaptionEmbedder
@@ -75,16 +76,20 @@ def train(cfg: DictConfig) -> float:
         # (MATCHER_VERSION) the same command starts a new run instead of resuming the old one
         # against a matcher it never saw. Recorded with the config, in MLflow and the checkpoint.
         config["matcher"] = matcher_path(config).name
+    if balance["phrase_matching_weight"] > 0:  # the same for the phrase matcher
+        config["phrase_matcher"] = phrase_matcher_path(config).name
     name = run_name(config)
     folder = RunFolder(Path(config["paths"]["runs"]) / name)
     if not run["resume"]:
         folder = folder.unused()
         name = folder.path.name
     matcher = _matcher(config, splits, embedder, progress=run["progress"]) if uses_matcher else None
+    phrase_matcher = (_phrase_matcher(config, splits, embedder, progress=run["progress"])
+                      if balance["phrase_matching_weight"] > 0 else None)  # fmt: skip
     with _precision(run["precision"]):
         gan = build_gan(
             **gan_options(config), seed=config["seed"], jit_compile=run["jit_compile"],
-            steps_per_execution=run["steps_per_execution"], matcher=matcher,
+            steps_per_execution=run["steps_per_execution"], matcher=matcher, phrase_matcher=phrase_matcher,
         )  # fmt: skip
 
     evaluate = _evaluation(splits, embedder, config, progress=run["progress"]) if run["eval_every"] else None
@@ -143,6 +148,19 @@ def _matcher(config: dict, splits: dict, embedder, *, progress: bool):
         print(f"balance.matching_weight: no matcher for this dataset yet; training one ({path})")
         train_and_save_matcher(config, splits, embedder, progress=progress)
     return load_matcher(path)
+
+
+def _phrase_matcher(config: dict, splits: dict, embedder, *, progress: bool):
+    """The phrase matcher balance.phrase_matching_weight trains G against; trained first (once,
+    cached) if these settings have none yet."""
+    from t2igan.metrics.phrase_matcher import load_phrase_matcher, phrase_matcher_path
+    from t2igan.train_matcher import train_and_save_phrase_matcher
+
+    path = phrase_matcher_path(config)
+    if not path.exists():
+        print(f"balance.phrase_matching_weight: no phrase matcher for these settings yet; training one ({path})")
+        train_and_save_phrase_matcher(config, splits, embedder, progress=progress)
+    return load_phrase_matcher(path, sharpness=config["metrics"]["phrase_matcher_sharpness"])
 
 
 def _evaluation(splits: dict, embedder, config: dict, *, progress: bool):

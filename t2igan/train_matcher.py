@@ -76,6 +76,55 @@ def train_and_save_matcher(config: dict, splits: dict, embedder, *, progress: bo
     return path, score
 
 
+def train_and_save_phrase_matcher(config: dict, splits: dict, embedder, *, progress: bool) -> Path:
+    """Train the phrase matcher of `config` (t2igan.metrics.phrase_matcher) on the training
+    split, save it where balance.phrase_matching_weight looks for it, and report how often it
+    prefers real test images' own captions over their colour-rotated versions."""
+    from t2igan.metrics.phrase_matcher import phrase_matcher_path, phrase_matcher_settings, train_phrase_matcher
+
+    train, settings = splits["train"], phrase_matcher_settings(config)
+    tokens = embedder.embed([caption for captions in train.captions for caption in captions])
+    tokens = tokens.reshape(len(train), -1, *tokens.shape[1:])  # (N, C, 1 + K, T)
+    settings["batch_size"] = min(settings["batch_size"], len(train))
+    model, seconds = train_phrase_matcher(train.centred_images(config["model"]["image_size"]), tokens,
+                                          seed=config["seed"], progress=progress, **settings)  # fmt: skip
+    path = phrase_matcher_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.keras")
+    model.save(temporary)
+    os.replace(temporary, path)
+    binding = rotated_caption_binding(model, splits["test"], embedder, sharpness=settings["sharpness"])
+    print(f"phrase matcher trained in {seconds:.0f} s, saved to {path}"
+          + (f"; it scores real test images' own captions above their colour-rotated versions "
+             f"{binding[0]:.0%} of the time ({binding[1]} captions)" if binding else ""))  # fmt: skip
+    return path
+
+
+def rotated_caption_binding(model, split, embedder, *, sharpness: float) -> tuple[float, int] | None:
+    """(share, count): of `split`'s first captions that name colours for two places, how often
+    the `build_phrase_matcher` model scores the image with its own caption above the same
+    caption with its colours moved to the wrong places (t2igan.text.negatives); None if none does."""
+    import numpy as np
+
+    from t2igan.metrics.phrase_matcher import PhraseMatcher
+    from t2igan.text.negatives import rotate_colours
+
+    pairs = [(index, captions[0], rotate_colours(captions[0])) for index, captions in enumerate(split.captions)]
+    pairs = [pair for pair in pairs if pair[2] is not None]
+    if not pairs:
+        return None
+    indices, own, rotated = (list(column) for column in zip(*pairs))
+    matcher = PhraseMatcher(model.get_layer("image_tower"), model.get_layer("phrase_tower"), sharpness=sharpness)
+    own_tokens, rotated_tokens = embedder.embed(own), embedder.embed(rotated)
+    wins = []
+    for start in range(0, len(indices), 256):
+        batch = slice(start, start + 256)
+        regions = matcher.regions(split.images[indices[batch]].astype(np.float32) / 127.5 - 1.0)
+        wins.append(np.asarray(matcher.scores(regions, own_tokens[batch], pairwise=False))
+                    > np.asarray(matcher.scores(regions, rotated_tokens[batch], pairwise=False)))  # fmt: skip
+    return float(np.concatenate(wins).mean()), len(indices)
+
+
 def attribute_readings(matcher, split, embedder, prompt_seeds: int = 5) -> dict[str, float]:
     """Toybirds: per attribute, how often the matcher places a test image nearest the caption
     of its own value ("this is a bird; its head is red"), each value's caption vector averaged

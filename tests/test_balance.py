@@ -403,3 +403,36 @@ def test_phrase_tokens_train_with_the_matcher_penalties_and_rotated_negatives():
     assert all(math.isfinite(value) for value in logged.values()), logged
     assert logged["d/ma_gp"] > 0 and logged["g/matching"] > 0 and logged["d/matcher_critic"] > 0
     assert gan.generate(np.zeros((4, TINY["noise_dim"]), "float32"), tokens).shape == (4, 32, 32, 3)
+
+
+def test_the_phrase_matching_term_trains_g_against_a_frozen_phrase_matcher():
+    from t2igan.metrics.phrase_matcher import PhraseMatcher, build_towers, contrastive_from_scores
+
+    with pytest.raises(ValueError, match="needs a phrase matcher"):
+        build_gan(**TINY, **ARCHITECTURES["fusion"], seed=1, phrase_tokens=2, phrase_matching_weight=1.0)
+    image_tower, _, phrase_tower = build_towers(32, TINY["text_dim"], embedding_dim=8, width=4, text_hidden=16)
+    phrase_matcher = PhraseMatcher(image_tower, phrase_tower, sharpness=5.0)
+    frozen = [w.numpy().copy() for w in image_tower.weights + phrase_tower.weights]
+    tokens = np.random.default_rng(3).standard_normal((4, 3, TINY["text_dim"])).astype("float32")
+    tokens[0, 2] = 0.0  # a caption of one phrase
+
+    def logged_after_two_steps(weight):
+        gan = build_gan(**TINY, **ARCHITECTURES["fusion"], seed=1, phrase_tokens=2, mode_seeking_weight=1.0,
+                        phrase_matching_weight=weight, phrase_matcher=phrase_matcher)  # fmt: skip
+        for _ in range(2):
+            logged = {name: float(value) for name, value in gan.train_step((batch()[0], tokens)).items()}
+        return gan, logged
+
+    gan, logged = logged_after_two_steps(1.0)
+    assert logged["g/phrase_matching"] > 0.0 and logged["g/total"] > logged["g/adv"]
+    # Mode seeking draws the first half's captions twice: both copies count as each image's own.
+    fake_captions = gan._fake_captions(tokens)
+    fake_images = gan.generator([keras.ops.zeros((4, TINY["noise_dim"])), fake_captions])[0]
+    scores = phrase_matcher.scores(phrase_matcher.regions(fake_images), fake_captions)
+    same = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [1, 0, 1, 0], [0, 1, 0, 1]], "float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(gan._phrase_matching_losses(fake_images, fake_captions)),
+                               keras.ops.convert_to_numpy(contrastive_from_scores(scores, same, temperature=0.1)),
+                               rtol=1e-5)  # fmt: skip
+    assert all(np.array_equal(w.numpy(), f) for w, f in zip(image_tower.weights + phrase_tower.weights, frozen))
+    assert not {id(w) for w in image_tower.weights} & {id(w) for w in gan.trainable_weights}
+    assert logged_after_two_steps(0.0)[1]["g/phrase_matching"] == 0.0  # off: not computed

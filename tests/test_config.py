@@ -165,6 +165,15 @@ def test_image_size_mismatch_names_both_keys(compose):
     assert "data.image_size" in found[0] and "model.image_size" in found[0]
 
 
+def test_phrase_matching_needs_a_model_that_reads_phrases(compose):
+    assert problems(compose("balance.phrase_matching_weight=1")) == []  # the default model reads 5
+    found = problems(compose("model=stackgan_stage1", "balance.phrase_matching_weight=1"))
+    assert len(found) == 1, found
+    assert found[0].startswith("balance.phrase_matching_weight") and "model.phrase_tokens" in found[0]
+    found = problems(compose("metrics.phrase_matcher_region_size=6"))
+    assert len(found) == 1 and found[0].startswith("metrics.phrase_matcher_region_size:"), found
+
+
 def test_batch_larger_than_the_training_set_is_a_problem(compose):
     assert problems(compose("data.num_train=32", "trainer.batch_size=32")) == []
     found = problems(compose("data.num_train=32", "trainer.batch_size=34"))

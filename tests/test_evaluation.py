@@ -229,3 +229,20 @@ def test_the_default_recipe_trains_its_matcher_once_then_reuses_it(tmp_path):
     headers = [read_header(folder / "checkpoint.npz") for folder in folders]
     assert [header["step"] for header in headers] == [4, 4]
     assert {header["config"]["matcher"] for header in headers} == {matcher.name}
+
+
+@pytest.mark.slow
+def test_phrase_matching_trains_its_phrase_matcher_once_then_reuses_it(tmp_path):
+    run = ["experiment=smoke", "model=fusion", "balance=matching", "balance.phrase_matching_weight=1",
+           "metrics.matcher_epochs=1", "metrics.phrase_matcher_epochs=1", "trainer.progress=false", "tracking=off"]
+    first = run_module(tmp_path, "t2igan.train", *run)
+    assert "no phrase matcher for these settings yet; training one" in first.stdout
+    assert re.search(r"own captions above their colour-rotated versions \d+% of the time", first.stdout)
+    (phrase_matcher,) = (tmp_path / "cache" / "metrics" / "matcher").glob("toybirds-phrases-*.keras")
+    trained = phrase_matcher.stat().st_mtime_ns
+    second = run_module(tmp_path, "t2igan.train", *run, "trainer.resume=false")
+    assert "training one" not in second.stdout and phrase_matcher.stat().st_mtime_ns == trained
+    from t2igan.checkpoint import read_header
+
+    for folder in (tmp_path / "runs").iterdir():  # the run records which phrase matcher G trained against
+        assert read_header(folder / "checkpoint.npz")["config"]["phrase_matcher"] == phrase_matcher.name
