@@ -271,9 +271,6 @@ def _cross_checks(config: dict) -> list[str]:
         found.append(f"model.phrase_tokens > 0 needs model=fusion (its attention reads them); "
                      f"model.architecture is {model.get('architecture')!r}")
     balance = config.get("balance", {})
-    if balance.get("phrase_matching_weight") and not model.get("phrase_tokens"):
-        found.append("balance.phrase_matching_weight > 0 matches the caption's phrases: it needs "
-                     "model.phrase_tokens > 0 (model=fusion)")
     penalties = [key for key in ("ma_gp_weight", "r1_gamma") if balance.get(key)]
     if penalties and balance.get("d_norm") == "batch":
         found.append(f"balance.{penalties[0]} > 0 needs per-sample gradients: use balance.d_norm="

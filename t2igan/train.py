@@ -59,6 +59,7 @@ def train(cfg: DictConfig) -> float:
     absolute_paths(config)
     data, text, model, balance, optim, run = (config[key] for key in
                                               ("data", "text", "model", "balance", "optim", "trainer"))  # fmt: skip
+    _drop_phrase_matching_without_phrases(config)
     keras.mixed_precision.set_global_policy("float32")  # see _precision
     keras.utils.set_random_seed(config["seed"])
 
@@ -148,6 +149,16 @@ def _matcher(config: dict, splits: dict, embedder, *, progress: bool):
         print(f"balance.matching_weight: no matcher for this dataset yet; training one ({path})")
         train_and_save_matcher(config, splits, embedder, progress=progress)
     return load_matcher(path)
+
+
+def _drop_phrase_matching_without_phrases(config: dict) -> None:
+    """balance.phrase_matching_weight matches the caption's phrases; a model that reads none
+    (model.phrase_tokens=0, the seed's network) trains without the term, as the matcher
+    critic's heads score no phrases there, so that a preset keeps composing with every model.
+    The resolved config (and so the run's name and record) says what is trained."""
+    if config["balance"]["phrase_matching_weight"] > 0 and not config["model"]["phrase_tokens"]:
+        print("balance.phrase_matching_weight is off for this model: model.phrase_tokens=0 gives it no phrases")
+        config["balance"]["phrase_matching_weight"] = 0.0
 
 
 def _phrase_matcher(config: dict, splits: dict, embedder, *, progress: bool):

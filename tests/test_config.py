@@ -82,6 +82,7 @@ def test_the_default_experiment_is_the_recipe_the_readme_times(compose):
     assert (cfg.model.name, cfg.balance.name) == ("fusion", "matching_critic")
     assert cfg.model.phrase_tokens > 0
     assert cfg.balance.matcher_critic_phrases is True
+    assert cfg.balance.phrase_matching_weight > 0
 
 
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
@@ -99,15 +100,23 @@ def test_every_group_option_composes_without_problems(compose, group, option):
 def test_model_balance_and_optim_options_build_a_gan(compose, group, option):
     from t2igan.gan import Balance, build_gan
     from t2igan.metrics.matcher import Matcher, build_matcher
+    from t2igan.metrics.phrase_matcher import PhraseMatcher, build_towers
+    from t2igan.train import _drop_phrase_matching_without_phrases
 
     cfg = compose(f"{group}={option}", f"model.width={TINY_WIDTH}")
     assert problems(cfg) == []
     config = OmegaConf.to_container(cfg, resolve=True)
+    _drop_phrase_matching_without_phrases(config)  # as train() does
     model, balance, optim = config["model"], config["balance"], config["optim"]
-    # An untrained matcher of the right shapes stands in for the trained one (balance=matching...).
+    # Untrained matchers of the right shapes stand in for the trained ones (balance=matching...).
     matcher = (Matcher(build_matcher(model["image_size"], model["text_dim"], embedding_dim=8, width=4))
                if Balance.from_options(_without_name(balance)).uses_matcher else None)  # fmt: skip
-    gan = build_gan(**gan_options(config), matcher=matcher, seed=config["seed"])  # the call train() makes
+    phrase_matcher = None
+    if balance["phrase_matching_weight"] > 0:
+        towers = build_towers(model["image_size"], model["text_dim"], embedding_dim=8, width=4, text_hidden=8)
+        phrase_matcher = PhraseMatcher(towers[0], towers[2], sharpness=5.0)
+    gan = build_gan(**gan_options(config), matcher=matcher, phrase_matcher=phrase_matcher,
+                    seed=config["seed"])  # the call train() makes  # fmt: skip
 
     size, batch = model["image_size"], 2
     noise = np.random.default_rng(0).standard_normal((batch, model["noise_dim"])).astype("float32")
@@ -165,11 +174,17 @@ def test_image_size_mismatch_names_both_keys(compose):
     assert "data.image_size" in found[0] and "model.image_size" in found[0]
 
 
-def test_phrase_matching_needs_a_model_that_reads_phrases(compose):
-    assert problems(compose("balance.phrase_matching_weight=1")) == []  # the default model reads 5
-    found = problems(compose("model=stackgan_stage1", "balance.phrase_matching_weight=1"))
-    assert len(found) == 1, found
-    assert found[0].startswith("balance.phrase_matching_weight") and "model.phrase_tokens" in found[0]
+def test_phrase_matching_is_off_for_a_model_without_phrases(compose, capsys):
+    from t2igan.train import _drop_phrase_matching_without_phrases
+
+    def resolved(*overrides):
+        config = OmegaConf.to_container(compose(*overrides), resolve=True)
+        _drop_phrase_matching_without_phrases(config)
+        return config["balance"]["phrase_matching_weight"]
+
+    assert resolved() == 1.0  # the default reads phrases and matches them
+    assert resolved("model=stackgan_stage1") == 0.0 and "no phrases" in capsys.readouterr().out
+    assert problems(compose("model=stackgan_stage1")) == []  # the default experiment on the seed's network
     found = problems(compose("metrics.phrase_matcher_region_size=6"))
     assert len(found) == 1 and found[0].startswith("metrics.phrase_matcher_region_size:"), found
 
