@@ -10,7 +10,7 @@ from keras import ops
 from t2igan import losses
 from t2igan.augment import augment_images, instance_noise
 from t2igan.metrics.matcher import Matcher
-from t2igan.metrics.phrase_matcher import PhraseMatcher, contrastive_from_scores, same_captions
+from t2igan.metrics.phrase_matcher import PhraseMatcher, same_captions
 from t2igan.models.matcher_critic import MatcherCritic
 from t2igan.regularizers import LeCamAnchors, lecam_penalty, matching_aware_gradient_penalty, r1_penalty
 from t2igan.text.encoder import sentence_of
@@ -369,8 +369,8 @@ class TextToImageGAN(keras.Model):
         images = augment_images(fake_images, policy=self.balance.matching_augment, probability=1.0,
                                 seed_generator=self.augment_seed_generator)  # fmt: skip
         scores = self.phrase_matcher.scores(self.phrase_matcher.regions(images), fake_embeddings)
-        return contrastive_from_scores(scores, same_captions(sentence_of(fake_embeddings)),
-                                       temperature=self.balance.matching_temperature)  # fmt: skip
+        return losses.contrastive_losses(scores, same_captions(sentence_of(fake_embeddings)),
+                                         temperature=self.balance.matching_temperature)  # fmt: skip
 
     def _matching_losses(self, fake_images, fake_embeddings, real_images):
         """(B,) float32: how far the frozen matcher places each of G's images from its own caption

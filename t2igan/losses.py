@@ -109,7 +109,17 @@ def matching_losses(image_embeddings, text_embeddings, *, temperature: float = 0
     texts = _float32(text_embeddings)
     images = images / (ops.norm(images, axis=1, keepdims=True) + 1e-8)
     texts = texts / (ops.norm(texts, axis=1, keepdims=True) + 1e-8)
-    logits = ops.matmul(images, ops.transpose(texts)) / temperature
-    same = ops.cast(ops.matmul(texts, ops.transpose(texts)) > 0.9999, "float32")
+    return contrastive_losses(ops.matmul(images, ops.transpose(texts)), same_rows(texts), temperature=temperature)
+
+
+def same_rows(unit_vectors):
+    """(B, E) unit vectors -> (B, B) float32: 1 where two rows are the same (cosine > 0.9999):
+    identical captions, which a batch-contrastive loss counts as each other's own."""
+    return ops.cast(ops.matmul(unit_vectors, ops.transpose(unit_vectors)) > 0.9999, "float32")
+
+
+def contrastive_losses(scores, same, *, temperature: float):
+    """(B,) float32 cross-entropies of each row's softmax over `scores` (B, B) / `temperature`
+    against its own column(s), which `same` (B, B) marks (`same_rows`), shared equally."""
     targets = same / ops.sum(same, axis=1, keepdims=True)
-    return -ops.sum(targets * ops.log_softmax(logits, axis=1), axis=1)
+    return -ops.sum(targets * ops.log_softmax(_float32(scores) / temperature, axis=1), axis=1)

@@ -54,10 +54,7 @@ def train_and_save_matcher(config: dict, splits: dict, embedder, *, progress: bo
         augment=tuple(metrics["matcher_augment"]), seed=config["seed"], progress=progress,
     )  # fmt: skip
     path = matcher_path(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.keras")
-    model.save(temporary)
-    os.replace(temporary, path)
+    _save_atomically(model, path)
 
     test = splits["test"]
     own = [captions[i % len(captions)] for i, captions in enumerate(test.captions)]
@@ -76,6 +73,15 @@ def train_and_save_matcher(config: dict, splits: dict, embedder, *, progress: bo
     return path, score
 
 
+def _save_atomically(model, path: Path) -> None:
+    """Save `model` at `path` through a temporary file, so a crash never leaves half a matcher
+    where the next run would load it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.keras")
+    model.save(temporary)
+    os.replace(temporary, path)
+
+
 def train_and_save_phrase_matcher(config: dict, splits: dict, embedder, *, progress: bool) -> Path:
     """Train the phrase matcher of `config` (t2igan.metrics.phrase_matcher) on the training
     split, save it where balance.phrase_matching_weight looks for it, and report how often it
@@ -89,10 +95,7 @@ def train_and_save_phrase_matcher(config: dict, splits: dict, embedder, *, progr
     model, seconds = train_phrase_matcher(train.centred_images(config["model"]["image_size"]), tokens,
                                           seed=config["seed"], progress=progress, **settings)  # fmt: skip
     path = phrase_matcher_path(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.keras")
-    model.save(temporary)
-    os.replace(temporary, path)
+    _save_atomically(model, path)
     binding = rotated_caption_binding(model, splits["test"], embedder, sharpness=settings["sharpness"])
     print(f"phrase matcher trained in {seconds:.0f} s, saved to {path}"
           + (f"; it scores real test images' own captions above their colour-rotated versions "

@@ -406,7 +406,8 @@ def test_phrase_tokens_train_with_the_matcher_penalties_and_rotated_negatives():
 
 
 def test_the_phrase_matching_term_trains_g_against_a_frozen_phrase_matcher():
-    from t2igan.metrics.phrase_matcher import PhraseMatcher, build_towers, contrastive_from_scores
+    from t2igan.losses import contrastive_losses
+    from t2igan.metrics.phrase_matcher import PhraseMatcher, build_towers
 
     with pytest.raises(ValueError, match="needs a phrase matcher"):
         build_gan(**TINY, **ARCHITECTURES["fusion"], seed=1, phrase_tokens=2, phrase_matching_weight=1.0)
@@ -431,7 +432,7 @@ def test_the_phrase_matching_term_trains_g_against_a_frozen_phrase_matcher():
     scores = phrase_matcher.scores(phrase_matcher.regions(fake_images), fake_captions)
     same = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [1, 0, 1, 0], [0, 1, 0, 1]], "float32")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(gan._phrase_matching_losses(fake_images, fake_captions)),
-                               keras.ops.convert_to_numpy(contrastive_from_scores(scores, same, temperature=0.1)),
+                               keras.ops.convert_to_numpy(contrastive_losses(scores, same, temperature=0.1)),
                                rtol=1e-5)  # fmt: skip
     assert all(np.array_equal(w.numpy(), f) for w, f in zip(image_tower.weights + phrase_tower.weights, frozen))
     assert not {id(w) for w in image_tower.weights} & {id(w) for w in gan.trainable_weights}

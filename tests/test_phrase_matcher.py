@@ -4,10 +4,10 @@ import keras
 import numpy as np
 import pytest
 
+from t2igan.losses import contrastive_losses
 from t2igan.metrics.phrase_matcher import (
     PhraseMatcher,
     build_phrase_matcher,
-    contrastive_from_scores,
     load_phrase_matcher,
     phrase_region_scores,
     train_phrase_matcher,
@@ -58,14 +58,14 @@ def test_a_phrase_scores_the_region_it_finds_not_the_image_as_a_whole():
     assert score(elsewhere) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_contrastive_from_scores_counts_identical_captions_as_own():
+def test_contrastive_losses_counts_identical_captions_as_own():
     scores = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0], [0.0, 1.0, 1.0]], "float32")
     distinct = np.eye(3, dtype="float32")
-    losses = keras.ops.convert_to_numpy(contrastive_from_scores(scores, distinct, temperature=1.0))
+    losses = keras.ops.convert_to_numpy(contrastive_losses(scores, distinct, temperature=1.0))
     log_softmax = scores - np.log(np.exp(scores).sum(axis=1, keepdims=True))
     np.testing.assert_allclose(losses, -np.diag(log_softmax), rtol=1e-6)
     same = np.array([[1, 0, 0], [0, 1, 1], [0, 1, 1]], "float32")  # captions 1 and 2 are one caption
-    shared = keras.ops.convert_to_numpy(contrastive_from_scores(scores, same, temperature=1.0))
+    shared = keras.ops.convert_to_numpy(contrastive_losses(scores, same, temperature=1.0))
     np.testing.assert_allclose(shared[1:], -log_softmax[1:, 1:].mean(axis=1), rtol=1e-6)
 
 

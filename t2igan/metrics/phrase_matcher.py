@@ -49,15 +49,10 @@ class PhraseMatcher:
     def scores(self, regions, tokens, *, pairwise: bool = True):
         """How well each caption's phrases find themselves in each image: (B, B) for every
         image-caption pair, or (B,) for image i with caption i (`pairwise=False`)."""
+        from t2igan.models.fusion import phrase_mask
+
         return phrase_region_scores(regions, self.phrases(tokens), phrase_mask(tokens[:, 1:]),
                                     sharpness=self.sharpness, pairwise=pairwise)  # fmt: skip
-
-
-def phrase_mask(phrases):
-    """(B, K, T) phrase embeddings -> (B, K) float32: 1 for a phrase, 0 for padding (zeros)."""
-    from keras import ops
-
-    return ops.cast(ops.any(ops.not_equal(phrases, 0), axis=-1), "float32")
 
 
 def phrase_region_scores(regions, phrases, mask, *, sharpness: float, pairwise: bool = True):
@@ -151,32 +146,25 @@ def phrase_matcher_losses(model, images, tokens, *, temperature: float, sentence
     (identical captions all count as own), by sentence vectors and by phrase-region scores."""
     from keras import ops
 
-    from t2igan.losses import matching_losses
+    from t2igan.losses import contrastive_losses, matching_losses
+    from t2igan.models.fusion import phrase_mask
 
     sentence, regions, captions, phrases = model([images, tokens[:, 0], tokens[:, 1:]], training=training)
     sentence_loss = ops.mean(matching_losses(sentence, captions, temperature=sentence_temperature))
     scores = phrase_region_scores(regions, phrases, phrase_mask(tokens[:, 1:]), sharpness=sharpness)
     same = same_captions(tokens[:, 0])
-    phrase_loss = ops.mean(contrastive_from_scores(scores, same, temperature=temperature)
-                           + contrastive_from_scores(ops.transpose(scores), same, temperature=temperature))
+    phrase_loss = ops.mean(contrastive_losses(scores, same, temperature=temperature)
+                           + contrastive_losses(ops.transpose(scores), same, temperature=temperature))
     return sentence_loss, phrase_loss
 
 
 def same_captions(caption_vectors):
-    """(B, T) -> (B, B) float32: 1 where two rows are the same caption (cosine > 0.9999)."""
+    """(B, T) caption vectors -> (B, B) float32: 1 where two rows are the same caption."""
     from keras import ops
 
-    vectors = _unit(ops.cast(caption_vectors, "float32"))
-    return ops.cast(ops.matmul(vectors, ops.transpose(vectors)) > 0.9999, "float32")
+    from t2igan.losses import same_rows
 
-
-def contrastive_from_scores(scores, same, *, temperature: float):
-    """(B,) cross-entropies of each row's softmax over `scores` (B, B) / `temperature` against
-    its own column(s): `same` (B, B) marks them (identical captions)."""
-    from keras import ops
-
-    targets = same / ops.sum(same, axis=1, keepdims=True)
-    return -ops.sum(targets * ops.log_softmax(ops.cast(scores, "float32") / temperature, axis=1), axis=1)
+    return same_rows(_unit(ops.cast(caption_vectors, "float32")))
 
 
 def train_phrase_matcher(images: np.ndarray, tokens: np.ndarray, *, epochs: int, batch_size: int,
@@ -260,7 +248,3 @@ def load_phrase_matcher(path: str | Path, *, sharpness: float) -> PhraseMatcher:
     model = keras.models.load_model(path, compile=False)
     return PhraseMatcher(model.get_layer("image_tower"), model.get_layer("phrase_tower"), sharpness=sharpness)
 
-
-def binding_accuracy(score_own, score_rotated) -> float:
-    """The share of images that score their own caption above its colour-rotated version."""
-    return float(np.mean(np.asarray(score_own) > np.asarray(score_rotated)))
