@@ -271,6 +271,11 @@ def _cross_checks(config: dict) -> list[str]:
         found.append(f"model.phrase_tokens > 0 needs model=fusion (its attention reads them); "
                      f"model.architecture is {model.get('architecture')!r}")
     balance = config.get("balance", {})
+    region_size = config.get("metrics", {}).get("phrase_matcher_region_size")
+    if balance.get("phrase_matching_weight") and model.get("phrase_tokens") and isinstance(region_size, int) \
+            and isinstance(model.get("image_size"), int) and region_size >= model["image_size"]:
+        found.append(f"metrics.phrase_matcher_region_size ({region_size}) must be below model.image_size "
+                     f"({model['image_size']}): the phrases attend over a map of the matcher's CNN")
     penalties = [key for key in ("ma_gp_weight", "r1_gamma") if balance.get(key)]
     if penalties and balance.get("d_norm") == "batch":
         found.append(f"balance.{penalties[0]} > 0 needs per-sample gradients: use balance.d_norm="

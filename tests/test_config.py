@@ -187,6 +187,10 @@ def test_phrase_matching_is_off_for_a_model_without_phrases(compose, capsys):
     assert problems(compose("model=stackgan_stage1")) == []  # the default experiment on the seed's network
     found = problems(compose("metrics.phrase_matcher_region_size=6"))
     assert len(found) == 1 and found[0].startswith("metrics.phrase_matcher_region_size:"), found
+    found = problems(compose("metrics.phrase_matcher_region_size=32", "data.image_size=32", "model.image_size=32"))
+    assert len(found) == 1 and found[0].startswith("metrics.phrase_matcher_region_size (32)"), found
+    assert problems(compose("model=stackgan_stage1", "metrics.phrase_matcher_region_size=32", "data.image_size=32",
+                            "model.image_size=32")) == []  # no phrases: the phrase matcher is never built
 
 
 def test_batch_larger_than_the_training_set_is_a_problem(compose):
