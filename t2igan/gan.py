@@ -24,7 +24,8 @@ METRIC_NAMES = (
     "balance/augment_p", "balance/d_lr", "balance/g_lr",
 )  # fmt: skip
 # Where mode seeking measures how far two noises' samples of one caption lie apart.
-MODE_SEEKING_SPACES = ("pixels", "discriminator", "matcher", "matcher_residual")
+MODE_SEEKING_SPACES = ("pixels", "thumbnails", "discriminator", "matcher", "matcher_residual")
+THUMBNAIL_SIDE = 8  # mode seeking's "thumbnails": G's images average-pooled to 8x8
 MATCHER_SPACES = {"matcher", "matcher_residual"}
 
 
@@ -397,7 +398,9 @@ class TextToImageGAN(keras.Model):
 
     def _mode_seeking_samples(self, fake_images, fake_features, fake_embeddings) -> list:
         """What mode seeking spreads apart, one (B, ...) tensor per balance.mode_seeking_spaces:
-        G's images, or their features in D's space (as D sees them, augmented if it is), the
+        G's images, the same average-pooled to THUMBNAIL_SIDE x THUMBNAIL_SIDE ("thumbnails":
+        only changes in layout, size and large areas count, not texture that jitters with the
+        noise), or their features in D's space (as D sees them, augmented if it is), the
         frozen matcher's, or the matcher's less its component along the caption's own matcher
         embedding ("matcher_residual": what the caption leaves open). Features are scaled to unit
         root-mean-square entry per sample, so that distances read on the pixels' scale."""
@@ -405,6 +408,10 @@ class TextToImageGAN(keras.Model):
         for space in self.balance.mode_seeking_spaces:
             if space == "pixels":
                 samples.append(fake_images)
+                continue
+            if space == "thumbnails":
+                pool = max(1, ops.shape(fake_images)[1] // THUMBNAIL_SIDE)
+                samples.append(ops.average_pool(ops.cast(fake_images, "float32"), pool, strides=pool))
                 continue
             if space == "discriminator":
                 features = ops.reshape(ops.cast(fake_features, "float32"), (ops.shape(fake_features)[0], -1))

@@ -135,6 +135,25 @@ def test_mode_seeking_in_a_feature_space_spreads_unit_rms_features(space):
     assert terms["g/total"] == pytest.approx(terms["g/adv"] + terms["g/mode_seeking"], rel=1e-4)
 
 
+def test_mode_seeking_in_thumbnails_ignores_texture_and_sees_layout():
+    gan = tiny_gan("fusion", mode_seeking_weight=1.0, mode_seeking_spaces=["thumbnails"])
+    side = batch()[0].shape[1]
+    checker = np.indices((side, side)).sum(axis=0) % 2 * 2.0 - 1.0  # finest texture: averages to 0
+    textured = np.broadcast_to(checker[None, :, :, None], (4, side, side, 3)).astype(np.float32)
+    (samples,) = gan._mode_seeking_samples(textured, None, None)
+    samples = keras.ops.convert_to_numpy(samples)
+    assert samples.shape == (4, 8, 8, 3)
+    np.testing.assert_allclose(samples, 0.0, atol=1e-6)
+    shifted = np.zeros((4, side, side, 3), np.float32)
+    shifted[:, : side // 2] = 1.0  # a large area: the top half lit
+    (samples,) = gan._mode_seeking_samples(shifted, None, None)
+    samples = keras.ops.convert_to_numpy(samples)
+    np.testing.assert_allclose(samples[:, :4], 1.0)
+    np.testing.assert_allclose(samples[:, 4:], 0.0)
+    terms = run_steps(gan, 1)[-1]
+    assert terms["g/mode_seeking"] > 0
+
+
 def test_mode_seeking_sums_its_term_over_the_spaces():
     matcher = tiny_matcher()
     terms = {}
