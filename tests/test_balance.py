@@ -144,9 +144,9 @@ def test_mode_seeking_in_thumbnails_ignores_texture_and_sees_layout():
     samples = keras.ops.convert_to_numpy(samples)
     assert samples.shape == (4, 8, 8, 3)
     np.testing.assert_allclose(samples, 0.0, atol=1e-6)
-    shifted = np.zeros((4, side, side, 3), np.float32)
-    shifted[:, : side // 2] = 1.0  # a large area: the top half lit
-    (samples,) = gan._mode_seeking_samples(shifted, None, None)
+    half_lit = np.zeros((4, side, side, 3), np.float32)
+    half_lit[:, : side // 2] = 1.0  # a large area: the top half lit
+    (samples,) = gan._mode_seeking_samples(half_lit, None, None)
     samples = keras.ops.convert_to_numpy(samples)
     np.testing.assert_allclose(samples[:, :4], 1.0)
     np.testing.assert_allclose(samples[:, 4:], 0.0)
