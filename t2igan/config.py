@@ -139,7 +139,7 @@ SCHEMA: dict[str, dict[str, Callable]] = {
         "name": _text, "architecture": _choice(*ARCHITECTURES), "image_size": _image_size,
         "noise_dim": POSITIVE, "condition_dim": POSITIVE,
         "text_dim": POSITIVE, "phrase_tokens": _integer(0), "phrase_key_dim": POSITIVE,
-        "phrase_max_size": _image_size, "width": _number(0.0, 16.0, low_open=True),
+        "phrase_max_size": _image_size, "project_text": _boolean, "width": _number(0.0, 16.0, low_open=True),
         "generator_channels": POSITIVE, "discriminator_channels": POSITIVE,
         "dropout": RATE, "augment": _augmentations,
     },
@@ -217,8 +217,9 @@ DATA_SCHEMAS: dict[str, dict[str, Callable]] = {
 }  # fmt: skip
 
 
-# Keys a group may leave out: the fusion model's phrase attention (the seed's network has none).
-OPTIONAL_KEYS = {"model": ("phrase_key_dim", "phrase_max_size")}
+# Keys a group may leave out: the fusion model's phrase attention and text in its 4x4 projection
+# (the seed's network has neither).
+OPTIONAL_KEYS = {"model": ("phrase_key_dim", "phrase_max_size", "project_text")}
 
 
 def problems(cfg: DictConfig) -> list[str]:
@@ -270,6 +271,9 @@ def _cross_checks(config: dict) -> list[str]:
     if model.get("phrase_tokens") and model.get("architecture") != "fusion":
         found.append(f"model.phrase_tokens > 0 needs model=fusion (its attention reads them); "
                      f"model.architecture is {model.get('architecture')!r}")
+    if model.get("project_text") is False and model.get("architecture") != "fusion":
+        found.append(f"model.project_text=false needs model=fusion (the seed's generator has its text in "
+                     f"its projection only); model.architecture is {model.get('architecture')!r}")
     balance = config.get("balance", {})
     region_size = config.get("metrics", {}).get("phrase_matcher_region_size")
     if balance.get("phrase_matching_weight") and model.get("phrase_tokens") and isinstance(region_size, int) \

@@ -554,6 +554,7 @@ def build_gan(
     phrase_tokens: int = 0,
     phrase_key_dim: int = 64,
     phrase_max_size: int | None = None,
+    project_text: bool = True,
     **balance,
 ) -> TextToImageGAN:
     """A compiled GAN from the `model`, `balance` and `optim` groups' plain values.
@@ -571,6 +572,7 @@ def build_gan(
         text_dim=text_dim, noise_dim=noise_dim, condition_dim=condition_dim,
         image_size=image_size, generator_channels=generator_channels, width=width,
         phrase_tokens=phrase_tokens, phrase_key_dim=phrase_key_dim, phrase_max_size=phrase_max_size,
+        project_text=project_text,
     )  # fmt: skip
     gan = TextToImageGAN(
         make_generator(architecture, **generator_args, seed=seed),

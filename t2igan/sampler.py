@@ -79,6 +79,7 @@ class Sampler:
             image_size=model["image_size"], generator_channels=model["generator_channels"],
             width=model["width"], phrase_tokens=model.get("phrase_tokens", 0),
             phrase_key_dim=model.get("phrase_key_dim", 64), phrase_max_size=model.get("phrase_max_size"),
+            project_text=model.get("project_text", True),
         )  # fmt: skip
         restore_variables(path, {"generator_ema": generator.variables})
         embedder = CaptionEmbedder(

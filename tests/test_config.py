@@ -372,3 +372,10 @@ def test_phrase_tokens_belong_to_the_fusion_model_and_share_the_caption_vectors_
     assert "phrase_key_dim" not in seed["model"]  # the attention's options are the fusion model's own
     found = problems(compose("model.phrase_max_size=24", "model.phrase_key_dim=0"))
     assert sorted(problem.split(":")[0] for problem in found) == ["model.phrase_key_dim", "model.phrase_max_size"]
+
+
+def test_only_the_fusion_generator_can_leave_the_text_out_of_its_projection(compose):
+    assert problems(compose("model=fusion", "model.project_text=false")) == []
+    found = problems(compose("model=stackgan_stage1", "+model.project_text=false"))
+    assert len(found) == 1 and "model.project_text=false needs model=fusion" in found[0], found
+    assert problems(compose("model=fusion", "model.project_text=no")) != []

@@ -196,6 +196,28 @@ def test_the_fusion_pair_reads_phrase_tokens_and_the_seed_pair_refuses_them():
         make_generator("stackgan", **sizes, noise_dim=8, generator_channels=1024, phrase_tokens=2)
 
 
+@pytest.mark.parametrize("project_text", [True, False])
+def test_without_text_in_its_projection_a_fresh_fusion_generator_ignores_the_caption(project_text):
+    from t2igan.models import make_generator
+
+    # The blocks' text affines and phrase attention start as the identity, so at first the
+    # caption reaches the images through the 4x4 projection or not at all.
+    generator = make_generator("fusion", text_dim=6, condition_dim=4, image_size=16, width=0.0625, noise_dim=8,
+                               generator_channels=256, phrase_tokens=2, project_text=project_text)  # fmt: skip
+    rng = np.random.default_rng(3)
+    noise = np.repeat(rng.standard_normal((1, 8)).astype("float32"), 2, axis=0)
+    images = np.asarray(generator([noise, rng.standard_normal((2, 3, 6)).astype("float32")], training=False)[0])
+    assert np.allclose(images[0], images[1], atol=1e-6) == (not project_text)
+    other_noise = np.asarray(generator([rng.standard_normal((2, 8)).astype("float32"),
+                                        np.zeros((2, 3, 6), "float32")], training=False)[0])  # fmt: skip
+    assert not np.allclose(other_noise[0], other_noise[1], atol=1e-6)  # the noise always shapes it
+    named = {layer.name: layer for layer in generator.layers}
+    assert named["project"].kernel.shape[0] == (8 + 6 if project_text else 8)
+    with pytest.raises(ValueError, match="fusion"):
+        make_generator("stackgan", text_dim=6, condition_dim=4, image_size=16, width=0.0625, noise_dim=8,
+                       generator_channels=1024, project_text=False)  # fmt: skip
+
+
 def test_phrase_attention_goes_as_deep_and_as_wide_as_the_model_says():
     from t2igan.models import make_generator
 

@@ -23,18 +23,23 @@ def make_generator(
     phrase_tokens: int = 0,
     phrase_key_dim: int = 64,
     phrase_max_size: int | None = None,
+    project_text: bool = True,
     seed: int | None = None,
     name: str = "generator",
 ):
     """The generator of `architecture`: `[noise, text_embeddings] -> [images, mu, log_sigma]`
     (`phrase_tokens` > 0: the fusion generator's phrase attention, `phrase_key_dim` wide, in
-    the blocks up to `phrase_max_size`; see `build_fusion_generator`)."""
+    the blocks up to `phrase_max_size`; `project_text` false: the fusion generator's 4x4 map
+    from the noise alone; see `build_fusion_generator`)."""
     build = {"stackgan": build_generator, "fusion": build_fusion_generator}[_known(architecture)]
-    phrases = (dict(phrase_tokens=phrase_tokens, phrase_key_dim=phrase_key_dim, phrase_max_size=phrase_max_size)
-               if _reads_phrases(architecture, phrase_tokens) else {})  # fmt: skip
+    if not project_text and architecture != "fusion":
+        raise ValueError(f"project_text=false needs the fusion architecture, not {architecture!r}")
+    fusion_options = (dict(phrase_tokens=phrase_tokens, phrase_key_dim=phrase_key_dim, phrase_max_size=phrase_max_size,
+                           project_text=project_text)
+                      if _reads_phrases(architecture, phrase_tokens) else {})  # fmt: skip
     return build(
         text_dim=text_dim, noise_dim=noise_dim, condition_dim=condition_dim, image_size=image_size,
-        base_channels=generator_channels, width=width, seed=seed, name=name, **phrases,
+        base_channels=generator_channels, width=width, seed=seed, name=name, **fusion_options,
     )  # fmt: skip
 
 

@@ -151,13 +151,14 @@ def build_fusion_generator(
     phrase_tokens: int = 0,
     phrase_key_dim: int = 64,
     phrase_max_size: int | None = None,
+    project_text: bool = True,
     seed: int | None = None,
     name: str = "generator",
 ) -> keras.Model:
     """A generator whose every block is steered by the caption (conditional BatchNorm).
 
-    `[noise, text]` is projected to a 4x4 map of `base_channels` * `width` channels; each
-    block upsamples 2x (nearest), convolves 3x3, normalises with BatchNorm and then applies a
+    `[noise, text]` (with `project_text` false the noise alone, as in DF-GAN) is projected to a
+    4x4 map of `base_channels` * `width` channels; each block upsamples 2x (nearest), convolves 3x3, normalises with BatchNorm and then applies a
     per-channel scale and shift computed from `[noise, text]` (`TextAffine`, DF-GAN's fusion; the
     BatchNorm keeps the activations' scale in check, as BigGAN's conditional BatchNorm does),
     then ReLU. Channels halve per block; a 3x3 convolution makes RGB. The text is scaled by
@@ -185,7 +186,10 @@ def build_fusion_generator(
     # image at every resolution (with the text alone there, each caption collapses to one image).
     condition = layers.Concatenate(name="condition")([noise, text])
     channels = scaled_channels(base_channels, width)
-    x = layers.Dense(4 * 4 * channels, use_bias=False, name="project")(condition)
+    # Without the text here the 4x4 layout (where the bird is, how large) starts from the noise,
+    # and the caption reaches it only through the blocks' affines.
+    start = condition if project_text else noise
+    x = layers.Dense(4 * 4 * channels, use_bias=False, name="project")(start)
     x = layers.Reshape((4, 4, channels))(x)
     x = BatchNorm(name="project_norm")(x)
     x = layers.ReLU()(x)
