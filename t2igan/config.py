@@ -157,7 +157,7 @@ SCHEMA: dict[str, dict[str, Callable]] = {
         "instance_noise": _number(0.0, 2.0), "diffaugment": _policies,
         "augment_p": _number(0.0, 1.0), "ada_target": _optional(_number(-1.0, 1.0, low_open=True, high_open=True)),
         "ada_kimg": _number(0.0, 1e6, low_open=True), "auto_balance": _boolean,
-        "mode_seeking_weight": NON_NEGATIVE, "mode_seeking_spaces": _list_of(*MODE_SEEKING_SPACES),
+        "mode_seeking_weight": NON_NEGATIVE, "mode_seeking_spaces": _list_of(*MODE_SEEKING_SPACES), "mode_seeking_per_caption": _boolean,
         "matching_weight": NON_NEGATIVE,
         "matching_temperature": _number(0.0, 10.0, low_open=True), "ada_interval": POSITIVE,
         "matching_augment": _policies, "matching_floor": _boolean, "phrase_matching_weight": NON_NEGATIVE, "matcher_critic_weight": NON_NEGATIVE,

@@ -65,6 +65,7 @@ class Balance:
     auto_range: float = 8.0
     mode_seeking_weight: float = 0.0
     mode_seeking_spaces: tuple[str, ...] = ("pixels",)
+    mode_seeking_per_caption: bool = False
     matching_weight: float = 0.0
     matching_temperature: float = 0.1
     matching_augment: tuple[str, ...] = ()
@@ -347,9 +348,11 @@ class TextToImageGAN(keras.Model):
         terms["g/mode_seeking"] = ops.zeros((), "float32")
         if balance.mode_seeking_weight > 0:
             noise_a, noise_b = ops.split(noise, 2, axis=0)
+            mode_seeking = (losses.per_caption_mode_seeking_loss if balance.mode_seeking_per_caption
+                            else losses.mode_seeking_loss)  # fmt: skip
             for samples in self._mode_seeking_samples(fake_images, fake_features, fake_embeddings):
                 samples_a, samples_b = ops.split(samples, 2, axis=0)
-                terms["g/mode_seeking"] += losses.mode_seeking_loss(samples_a, samples_b, noise_a, noise_b)
+                terms["g/mode_seeking"] += mode_seeking(samples_a, samples_b, noise_a, noise_b)
             terms["g/total"] += balance.mode_seeking_weight * terms["g/mode_seeking"]
         terms["g/matching"] = ops.zeros((), "float32")
         if balance.matching_weight > 0:

@@ -93,6 +93,26 @@ def mode_seeking_loss(images_a, images_b, noise_a, noise_b, *, eps: float = 1e-5
     return 1.0 / (ratio + eps)
 
 
+def per_caption_mode_seeking_loss(images_a, images_b, noise_a, noise_b, *, eps: float = 1e-5):
+    """Mode seeking caption by caption, arguments as for `mode_seeking_loss`: the batch mean of
+    -log(each pair's own image change per noise change, r_i), divided by the batch's mean ratio
+    r (held constant).
+
+    MSGAN's 1 / r pulls every pair apart equally (its derivative in r_i is -1 / (B r^2) for every
+    i), so G can pay it where change is cheapest, in some captions, while others keep one image.
+    Here pair i is pulled by 1 / (B r_i r): a pair at the batch's ratio as hard as by MSGAN's
+    term, a caption whose two images nearly coincide harder in proportion (r / r_i), without the
+    explosion 1 / r_i per pair would bring where they coincide.
+    """
+    images_a, images_b, noise_a, noise_b = map(_float32, (images_a, images_b, noise_a, noise_b))
+
+    def per_row(difference):
+        return ops.mean(ops.reshape(ops.abs(difference), (ops.shape(difference)[0], -1)), axis=1)
+
+    ratios = per_row(images_a - images_b) / per_row(noise_a - noise_b)
+    return ops.mean(-ops.log(ratios + eps)) / ops.stop_gradient(ops.mean(ratios) + eps)
+
+
 def matching_loss(image_embeddings, text_embeddings, *, temperature: float = 0.1):
     """AttnGAN's sentence-level DAMSM term: each image should match its own caption better
     than the batch's other captions. (B, E) image embeddings and (B, E) caption embeddings

@@ -75,6 +75,33 @@ def test_mode_seeking_loss_is_the_inverse_image_change_per_noise_change():
     assert float(losses.mode_seeking_loss(images_a, images_a, noise_a, noise_b)) > 1e4
 
 
+def test_per_caption_mode_seeking_pulls_each_pair_by_its_own_ratio():
+    import tensorflow as tf
+
+    images_a = np.zeros((2, 4, 4, 3), "float32")
+    images_b = np.stack([np.full((4, 4, 3), 0.5), np.full((4, 4, 3), 0.1)]).astype("float32")
+    noise_a, noise_b = np.zeros((2, 8), "float32"), np.full((2, 8), 2.0, "float32")
+    ratios = np.array([0.25, 0.05])  # the second caption's images nearly coincide
+    loss = losses.per_caption_mode_seeking_loss(images_a, images_b, noise_a, noise_b)
+    assert float(loss) == pytest.approx(np.mean(-np.log(ratios)) / np.mean(ratios), rel=1e-3)
+
+    def pulls(loss_fn, second_images):  # how hard each pair's second image is pushed from its first
+        moved = tf.Variable(second_images)
+        with tf.GradientTape() as tape:
+            value = loss_fn(images_a, moved, noise_a, noise_b)
+        return -np.asarray(tape.gradient(value, moved)).sum(axis=(1, 2, 3))
+
+    per_caption = pulls(losses.per_caption_mode_seeking_loss, images_b)
+    batch = pulls(losses.mode_seeking_loss, images_b)
+    assert per_caption[1] / per_caption[0] == pytest.approx(5.0, rel=1e-3)  # r_0 / r_1
+    assert batch[1] / batch[0] == pytest.approx(1.0, rel=1e-3)  # MSGAN: every pair alike
+    # Pairs at the batch's ratio are pulled as hard as by MSGAN's term.
+    even = np.full((2, 4, 4, 3), 0.25, "float32")
+    np.testing.assert_allclose(pulls(losses.per_caption_mode_seeking_loss, even),
+                               pulls(losses.mode_seeking_loss, even), rtol=1e-3)  # fmt: skip
+    assert np.all(pulls(losses.mode_seeking_loss, even) > 0)
+
+
 def test_matching_losses_are_the_matching_loss_image_by_image():
     from t2igan.losses import matching_loss, matching_losses
 
