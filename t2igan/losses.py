@@ -95,14 +95,15 @@ def mode_seeking_loss(images_a, images_b, noise_a, noise_b, *, eps: float = 1e-5
 
 def per_caption_mode_seeking_loss(images_a, images_b, noise_a, noise_b, *, eps: float = 1e-5):
     """Mode seeking caption by caption, arguments as for `mode_seeking_loss`: the batch mean of
-    -log(each pair's own image change per noise change, r_i), divided by the batch's mean ratio
-    r (held constant).
+    -log(each pair's own image change per noise change, r_i), divided by r, the mean of the r_i
+    (held constant).
 
-    MSGAN's 1 / r pulls every pair apart equally (its derivative in r_i is -1 / (B r^2) for every
-    i), so G can pay it where change is cheapest, in some captions, while others keep one image.
-    Here pair i is pulled by 1 / (B r_i r): a pair at the batch's ratio as hard as by MSGAN's
-    term, a caption whose two images nearly coincide harder in proportion (r / r_i), without the
-    explosion 1 / r_i per pair would bring where they coincide.
+    MSGAN's term pulls every pair apart alike (with equal noise distances its derivative in r_i
+    is -1 / (B r^2) for every i), so G can pay it where change is cheapest, in some captions,
+    while others keep one image. Here pair i is pulled by 1 / (B r_i r): a pair at the mean ratio
+    about as hard as by MSGAN's term, a caption whose two images nearly coincide harder in
+    proportion (r / r_i). The pull grows as 1 / r_i, not as 1 / r_i^2 as 1 / r_i per pair would;
+    only `eps` caps it where a pair's images coincide exactly.
     """
     images_a, images_b, noise_a, noise_b = map(_float32, (images_a, images_b, noise_a, noise_b))
 

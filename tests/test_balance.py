@@ -106,16 +106,23 @@ def test_unknown_balance_option_is_refused():
 
 
 @pytest.mark.parametrize("per_caption", [False, True])
-def test_mode_seeking_draws_each_caption_twice_and_penalises_images_that_ignore_noise(per_caption):
+def test_mode_seeking_draws_each_caption_twice_and_penalises_images_that_ignore_noise(per_caption, monkeypatch):
+    from t2igan import losses
+
+    used = []
+    for name in ("mode_seeking_loss", "per_caption_mode_seeking_loss"):
+        loss = getattr(losses, name)
+        monkeypatch.setattr(losses, name,
+                            lambda *args, name=name, loss=loss: used.append(name) or loss(*args))  # fmt: skip
     gan = tiny_gan("fusion", mode_seeking_weight=1.0, mode_seeking_per_caption=per_caption)
     _, text = batch()
     fake_text = np.asarray(gan._fake_captions(text))
     np.testing.assert_array_equal(fake_text[:2], fake_text[2:])
     np.testing.assert_array_equal(fake_text[:2], text[:2])
     terms = run_steps(gan, 1)[-1]
-    assert terms["g/mode_seeking"] != 0  # -log of a ratio: either sign per caption
+    assert set(used) == {"per_caption_mode_seeking_loss" if per_caption else "mode_seeking_loss"}
     assert terms["g/total"] == pytest.approx(terms["g/adv"] + terms["g/mode_seeking"], rel=1e-4)
-    if not per_caption:
+    if not per_caption:  # per caption it is a mean of -log ratios, of either sign
         assert terms["g/mode_seeking"] > 0
 
 

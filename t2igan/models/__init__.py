@@ -34,9 +34,9 @@ def make_generator(
     build = {"stackgan": build_generator, "fusion": build_fusion_generator}[_known(architecture)]
     if not project_text and architecture != "fusion":
         raise ValueError(f"project_text=false needs the fusion architecture, not {architecture!r}")
-    fusion_options = (dict(phrase_tokens=phrase_tokens, phrase_key_dim=phrase_key_dim, phrase_max_size=phrase_max_size,
-                           project_text=project_text)
-                      if _reads_phrases(architecture, phrase_tokens) else {})  # fmt: skip
+    fusion_options = (dict(phrase_tokens=phrase_tokens, phrase_key_dim=phrase_key_dim,
+                           phrase_max_size=phrase_max_size, project_text=project_text)
+                      if _is_fusion(architecture, phrase_tokens) else {})  # fmt: skip
     return build(
         text_dim=text_dim, noise_dim=noise_dim, condition_dim=condition_dim, image_size=image_size,
         base_channels=generator_channels, width=width, seed=seed, name=name, **fusion_options,
@@ -65,12 +65,12 @@ def make_discriminator(
         width=width, dropout=dropout, augment=tuple(augment), norm=norm,
         minibatch_std=minibatch_std, contrastive_dim=contrastive_dim, seed=seed,
     )  # fmt: skip
-    if _reads_phrases(architecture, phrase_tokens):
+    if _is_fusion(architecture, phrase_tokens):
         return FusionDiscriminator(**common, phrase_tokens=phrase_tokens)
     return build_discriminator(**common, condition_dim=condition_dim)
 
 
-def _reads_phrases(architecture: str, phrase_tokens: int) -> bool:
+def _is_fusion(architecture: str, phrase_tokens: int) -> bool:
     """Whether `architecture` is the fusion pair; phrase tokens are an error for any other."""
     if _known(architecture) != "fusion" and phrase_tokens:
         raise ValueError(f"phrase_tokens={phrase_tokens} needs the fusion architecture, not {architecture!r}")
