@@ -32,11 +32,9 @@ def make_generator(
     the blocks up to `phrase_max_size`; `project_text` false: the fusion generator's 4x4 map
     from the noise alone; see `build_fusion_generator`)."""
     build = {"stackgan": build_generator, "fusion": build_fusion_generator}[_known(architecture)]
-    if not project_text and architecture != "fusion":
-        raise ValueError(f"project_text=false needs the fusion architecture, not {architecture!r}")
     fusion_options = (dict(phrase_tokens=phrase_tokens, phrase_key_dim=phrase_key_dim,
                            phrase_max_size=phrase_max_size, project_text=project_text)
-                      if _is_fusion(architecture, phrase_tokens) else {})  # fmt: skip
+                      if _is_fusion(architecture, phrase_tokens, project_text=project_text) else {})  # fmt: skip
     return build(
         text_dim=text_dim, noise_dim=noise_dim, condition_dim=condition_dim, image_size=image_size,
         base_channels=generator_channels, width=width, seed=seed, name=name, **fusion_options,
@@ -70,10 +68,13 @@ def make_discriminator(
     return build_discriminator(**common, condition_dim=condition_dim)
 
 
-def _is_fusion(architecture: str, phrase_tokens: int) -> bool:
-    """Whether `architecture` is the fusion pair; phrase tokens are an error for any other."""
+def _is_fusion(architecture: str, phrase_tokens: int, *, project_text: bool = True) -> bool:
+    """Whether `architecture` is the fusion pair; the fusion model's own options (phrase tokens,
+    no text in G's projection) are an error for any other."""
     if _known(architecture) != "fusion" and phrase_tokens:
         raise ValueError(f"phrase_tokens={phrase_tokens} needs the fusion architecture, not {architecture!r}")
+    if architecture != "fusion" and not project_text:
+        raise ValueError(f"project_text=false needs the fusion architecture, not {architecture!r}")
     return architecture == "fusion"
 
 

@@ -161,9 +161,10 @@ def build_fusion_generator(
     4x4 map of `base_channels` * `width` channels; each block upsamples 2x (nearest), convolves
     3x3, normalises with BatchNorm and then applies a per-channel scale and shift computed from
     `[noise, text]` (`TextAffine`, DF-GAN's fusion; the BatchNorm keeps the activations' scale
-    in check, as BigGAN's conditional BatchNorm does), then ReLU. Channels halve per block; a 3x3 convolution makes RGB. The text is scaled by
-    `text_scale`; `condition_dim` is the width of the text-affine MLPs' hidden layer. There is
-    no conditioning augmentation: the returned mu and log_sigma are zeros, so the KL term is 0.
+    in check, as BigGAN's conditional BatchNorm does), then ReLU. Channels halve per block; a
+    3x3 convolution makes RGB. The text is scaled by `text_scale`; `condition_dim` is the width
+    of the text-affine MLPs' hidden layer. There is no conditioning augmentation: the returned
+    mu and log_sigma are zeros, so the KL term is 0.
     With `phrase_tokens` = K > 0 the text input is (B, 1 + K, text_dim) (`CaptionEmbedder`'s
     caption vector, then its phrases): the caption vector conditions as above and every block
     whose output is at most `phrase_max_size` wide (None: every block) also applies
