@@ -34,7 +34,8 @@ def make_generator(
     build = {"stackgan": build_generator, "fusion": build_fusion_generator}[_known(architecture)]
     fusion_options = (dict(phrase_tokens=phrase_tokens, phrase_key_dim=phrase_key_dim,
                            phrase_max_size=phrase_max_size, project_text=project_text)
-                      if _is_fusion(architecture, phrase_tokens, project_text=project_text) else {})  # fmt: skip
+                      if _is_fusion(architecture, phrase_tokens, project_text=project_text)
+                      else {})  # fmt: skip
     return build(
         text_dim=text_dim, noise_dim=noise_dim, condition_dim=condition_dim, image_size=image_size,
         base_channels=generator_channels, width=width, seed=seed, name=name, **fusion_options,
