@@ -190,7 +190,9 @@ SCHEMA: dict[str, dict[str, Callable]] = {
         "matcher_temperature": _number(0.0, 10.0, low_open=True), "matcher_augment": _policies,
         "matcher_pool": _choice(*POOLS), "phrase_matcher_epochs": POSITIVE,
         "phrase_matcher_region_size": _choice(4, 8, 16, 32), "phrase_matcher_sharpness": _number(0.0, 100.0, low_open=True),
-        "phrase_matcher_temperature": _number(0.0, 10.0, low_open=True), "batch_size": POSITIVE, "cache_dir": _text,
+        "phrase_matcher_temperature": _number(0.0, 10.0, low_open=True), "judge_diversity_captions": _integer(0),
+        "judge_diversity_noises": _integer(2), "judge_eval_seed": _optional(_integer(0)), "batch_size": POSITIVE,
+        "cache_dir": _text,
     },
     "tracking": {
         "enabled": _boolean, "uri": _optional_text, "experiment": _text, "log_checkpoint": _boolean,

@@ -218,8 +218,11 @@ def _toybirds_evaluation(test_split, embedder, model: dict, config: dict, *, pro
     captions_per_image = len(test_split.captions[0])
     indices = np.arange(len(test_split)) % captions_per_image
     embeddings = embedder.embed([captions[i] for captions, i in zip(test_split.captions, indices)])
+    metrics = config["metrics"]
+    seed = config["seed"] if metrics["judge_eval_seed"] is None else metrics["judge_eval_seed"]
     return ToyBirdsEvaluator(judge, test_split, embeddings, indices, noise_dim=model["noise_dim"],
-                             seed=config["seed"])  # fmt: skip
+                             diversity_captions=metrics["judge_diversity_captions"],
+                             diversity_noises=metrics["judge_diversity_noises"], seed=seed)  # fmt: skip
 
 
 def _controllers(balance: dict, optim: dict, run: dict) -> dict:

@@ -209,3 +209,43 @@ def test_mean_pairwise_distance_of_known_points():
 
 def test_caption_indices_cycle_through_the_captions():
     np.testing.assert_array_equal(toybirds_caption_indices(5, 2), [0, 1, 0, 1, 0])
+
+
+class NumberingEmbedder:
+    """Embeds each distinct caption as its number in order of first use."""
+
+    def __init__(self):
+        self.numbers = {}
+
+    def embed(self, captions: list[str]) -> np.ndarray:
+        return np.array([[self.numbers.setdefault(caption, len(self.numbers))] for caption in captions], np.float32)
+
+
+@pytest.mark.parametrize("eval_seed", [0, None])
+def test_a_run_is_judged_on_the_captions_and_noises_the_metrics_group_sets(split, monkeypatch, tmp_path, eval_seed):
+    """metrics.judge_*: how many captions and noises eval/diversity reads, and the seed that draws
+    them and the evaluation's noise: a fixed one scores runs of every seed on the same captions;
+    null falls back to the run's seed."""
+    from t2igan.metrics import judge as judge_module
+    from t2igan.train import _toybirds_evaluation
+
+    monkeypatch.setattr(judge_module, "load_or_train_judge", lambda *args, **kwargs: OracleJudge(split))
+    metrics = {"judge_diversity_captions": 5, "judge_diversity_noises": 4, "judge_eval_seed": eval_seed}
+    model = {"image_size": IMAGE_SIZE, "noise_dim": NOISE_DIM}
+
+    embedder = NumberingEmbedder()
+
+    def evaluator_of_run(seed: int) -> ToyBirdsEvaluator:
+        config = {"seed": seed, "metrics": metrics, "paths": {"cache": str(tmp_path)}}
+        return _toybirds_evaluation(split, embedder, model, config, progress=False)
+
+    first, second = evaluator_of_run(seed=1), evaluator_of_run(seed=2)
+    assert first.diversity_noise.shape == (5, 4, NOISE_DIM)
+    # Image i is scored on its caption i % CAPTIONS, as toybirds_caption_indices cycles them.
+    scored = [split.captions[i][i % CAPTIONS] for i in range(NUM_TEST)]
+    np.testing.assert_array_equal(first.caption_embeddings, embedder.embed(scored))
+    same_draw = np.array_equal(first.diversity_images, second.diversity_images)
+    assert same_draw == np.array_equal(first.noise, second.noise) == (eval_seed is not None)
+    expected = make_evaluator(split, diversity_captions=5, diversity_noises=4, seed=1 if eval_seed is None else 0)
+    np.testing.assert_array_equal(first.diversity_images, expected.diversity_images)
+    np.testing.assert_array_equal(first.noise, expected.noise)
