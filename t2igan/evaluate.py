@@ -3,7 +3,10 @@ checkpoint with named metric protocols, write a JSON report and log to its MLflo
 
 The dataset, text encoder and model come from the checkpoint's own config, so a report is
 reproducible from the checkpoint alone; the metric names fix sample counts and reference
-splits (t2igan/metrics/registry.py).
+splits (t2igan/metrics/registry.py). `judge` (toybirds only) reads the judge's metrics as training
+logs them (attr_acc, diversity, fd_judge and their per-attribute keys), with the checkpoint's
+metrics.judge_* or, for a checkpoint from before they existed, today's defaults: how a run
+trained under an older protocol is re-read under the current one.
 """
 
 import json
@@ -17,6 +20,7 @@ from t2igan.errors import UserError, exit_on_user_error
 
 METRICS_DEFAULTS = Path(__file__).resolve().parents[1] / "conf" / "metrics" / "default.yaml"
 METRIC_SETTINGS = ("inception_path", "inception_sha256", "download", "keras_model", "batch_size")
+JUDGE = "judge"  # metrics=[judge]: the toybirds judge's metrics (t2igan/metrics/toybirds.py)
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -25,7 +29,7 @@ def evaluate(cfg: DictConfig) -> dict:
     from t2igan.data.datasets import load_dataset
     from t2igan.io import atomic_write_text
     from t2igan.sampler import Sampler, resolve_checkpoint
-    from t2igan.train import standard_metrics
+    from t2igan.train import judge_evaluation, standard_metrics
 
     path = resolve_checkpoint(cfg.checkpoint, tracking_uri=cfg.tracking_uri)
     header = read_header(path)
@@ -35,10 +39,17 @@ def evaluate(cfg: DictConfig) -> dict:
     config["metrics"] = {**_metrics_defaults(config["paths"]), **config.get("metrics", {}),
                          **{key: cfg[key] for key in METRIC_SETTINGS}}  # fmt: skip
     splits = load_dataset(**config["data"], cache_dir=Path(config["paths"]["cache"]) / "data", progress=cfg.progress)
+    names = list(cfg.metrics)
+    if JUDGE in names and splits["test"].attributes is None:
+        raise UserError(f"metrics=[{JUDGE}] reads toybirds attributes back; {config['data']['name']} has none")
     sampler = Sampler.from_checkpoint(path)
-    suite = standard_metrics(config, splits, sampler.embedder, progress=cfg.progress, names=list(cfg.metrics))
+    parts = [judge_evaluation(splits["test"], sampler.embedder, config, progress=cfg.progress)] if JUDGE in names else []
+    if others := [name for name in names if name != JUDGE]:
+        parts.append(standard_metrics(config, splits, sampler.embedder, progress=cfg.progress, names=others))
     started = time.perf_counter()
-    results = suite(lambda noise, embeddings: sampler.generate(noise, embeddings, progress=False))
+    results = {}
+    for part in parts:
+        results.update(part(lambda noise, embeddings: sampler.generate(noise, embeddings, progress=False)))
     report = {
         "checkpoint": str(path), "step": header.get("step"), "dataset": config["data"]["name"],
         "seconds": round(time.perf_counter() - started, 1),

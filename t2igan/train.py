@@ -179,7 +179,7 @@ def _evaluation(splits: dict, embedder, config: dict, *, progress: bool):
     standard metrics of `metrics.names`; None when there is nothing to evaluate."""
     parts = []
     if splits["test"].attributes is not None:
-        parts.append(_toybirds_evaluation(splits["test"], embedder, config["model"], config, progress=progress))
+        parts.append(judge_evaluation(splits["test"], embedder, config, progress=progress))
     if config["metrics"]["names"]:
         parts.append(standard_metrics(config, splits, embedder, progress=progress))
     if not parts:
@@ -207,12 +207,14 @@ def standard_metrics(config: dict, splits: dict, embedder, *, progress: bool, na
                        batch_size=metrics["batch_size"], progress=progress)  # fmt: skip
 
 
-def _toybirds_evaluation(test_split, embedder, model: dict, config: dict, *, progress: bool):
-    """The judge's metrics on the test split's captions (one per image, cycling templates)."""
+def judge_evaluation(test_split, embedder, config: dict, *, progress: bool):
+    """The toybirds judge's metrics on the test split's captions (one per image, cycling
+    templates), as metrics.judge_* set them: a ToyBirdsEvaluator."""
     import numpy as np
 
     from t2igan.metrics import ToyBirdsEvaluator, load_or_train_judge
 
+    model = config["model"]
     judge = load_or_train_judge(Path(config["paths"]["cache"]) / "judge",
                                 image_size=model["image_size"], progress=progress)  # fmt: skip
     captions_per_image = len(test_split.captions[0])

@@ -202,10 +202,16 @@ def test_training_logs_standard_metrics_and_evaluate_scores_the_checkpoint(tmp_p
     assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/fid50_test")] == [2, 4]
     assert 0.0 <= run.data.metrics["eval/r_precision"] <= 1.0
 
-    result = run_module(tmp_path, "t2igan.evaluate", f"checkpoint={folder}", "metrics=[kid50_test,is50]",
+    logged = client.get_run(run.info.run_id).data.metrics
+    result = run_module(tmp_path, "t2igan.evaluate", f"checkpoint={folder}", "metrics=[kid50_test,is50,judge]",
                         f"inception_path={stand_in}", "progress=false")  # fmt: skip
     report = json.loads((folder / "metrics-step4.json").read_text())
-    assert set(report["metrics"]) == {"kid50_test", "is50", "is50_std"} and report["step"] == 4
+    judged = {name.removeprefix("eval/") for name in logged if name.startswith(("eval/attr_acc", "eval/diversity",
+                                                                                  "eval/fd_judge"))}  # fmt: skip
+    assert set(report["metrics"]) == {"kid50_test", "is50", "is50_std"} | judged and report["step"] == 4
+    # The run's final generator, re-read on the same captions and noises as its last evaluation.
+    for name in ("attr_acc", "diversity", "fd_judge"):
+        assert report["metrics"][name] == pytest.approx(logged[f"eval/{name}"], rel=1e-3), name
     assert "logged to MLflow run" in result.stdout
     assert "eval/kid50_test" in client.get_run(run.info.run_id).data.metrics
 

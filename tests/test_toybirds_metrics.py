@@ -227,7 +227,7 @@ def test_a_run_is_judged_on_the_captions_and_noises_the_metrics_group_sets(split
     them and the evaluation's noise: a fixed one scores runs of every seed on the same captions;
     null falls back to the run's seed."""
     from t2igan.metrics import judge as judge_module
-    from t2igan.train import _toybirds_evaluation
+    from t2igan.train import judge_evaluation
 
     monkeypatch.setattr(judge_module, "load_or_train_judge", lambda *args, **kwargs: OracleJudge(split))
     metrics = {"judge_diversity_captions": 5, "judge_diversity_noises": 4, "judge_eval_seed": eval_seed}
@@ -236,8 +236,8 @@ def test_a_run_is_judged_on_the_captions_and_noises_the_metrics_group_sets(split
     embedder = NumberingEmbedder()
 
     def evaluator_of_run(seed: int) -> ToyBirdsEvaluator:
-        config = {"seed": seed, "metrics": metrics, "paths": {"cache": str(tmp_path)}}
-        return _toybirds_evaluation(split, embedder, model, config, progress=False)
+        config = {"seed": seed, "model": model, "metrics": metrics, "paths": {"cache": str(tmp_path)}}
+        return judge_evaluation(split, embedder, config, progress=False)
 
     first, second = evaluator_of_run(seed=1), evaluator_of_run(seed=2)
     assert first.diversity_noise.shape == (5, 4, NOISE_DIM)
