@@ -252,3 +252,15 @@ def test_phrase_matching_trains_its_phrase_matcher_once_then_reuses_it(tmp_path)
 
     for folder in (tmp_path / "runs").iterdir():  # the run records which phrase matcher G trained against
         assert read_header(folder / "checkpoint.npz")["config"]["phrase_matcher"] == phrase_matcher.name
+
+
+def test_a_checkpoint_is_judged_with_its_own_settings_or_todays_defaults_where_it_has_none():
+    from t2igan.evaluate import metrics_config
+
+    paths = {"root": "/r", "cache": "/r/cache", "runs": "/r/runs"}
+    before_stop_34 = {"paths": paths, "metrics": {"names": [], "batch_size": 64}}
+    merged = metrics_config(before_stop_34, {"batch_size": 32})
+    assert [merged[key] for key in ("judge_diversity_captions", "judge_diversity_noises", "judge_eval_seed")] == [128, 16, 0]
+    assert merged["batch_size"] == 32 and merged["cache_dir"] == "/r/cache/metrics"
+    own = metrics_config({"paths": paths, "metrics": {"judge_diversity_captions": 16, "judge_eval_seed": None}}, {})
+    assert own["judge_diversity_captions"] == 16 and own["judge_eval_seed"] is None
