@@ -22,12 +22,12 @@ METRICS_DEFAULTS = Path(__file__).resolve().parents[1] / "conf" / "metrics" / "d
 METRIC_SETTINGS = ("inception_path", "inception_sha256", "download", "keras_model", "batch_size")
 JUDGE = "judge"  # metrics=[judge]: the toybirds judge's metrics (t2igan/metrics/toybirds.py)
 JUDGE_SETTINGS = ("judge_diversity_captions", "judge_diversity_noises", "judge_eval_seed")
-JUDGE_KEYS = ("eval/attr_acc", "eval/diversity", "eval/fd_judge")  # and their per-attribute keys
 
 
 def evaluate(cfg: DictConfig) -> dict:
     """Score `cfg.checkpoint`; returns the report (also written to `cfg.out` or beside it)."""
     from t2igan.checkpoint import read_header
+    from t2igan.config import EVAL_METRICS
     from t2igan.data.datasets import load_dataset
     from t2igan.io import atomic_write_text
     from t2igan.metrics.registry import parse_metric
@@ -50,10 +50,11 @@ def evaluate(cfg: DictConfig) -> dict:
         raise UserError(f"metrics=[{JUDGE}] reads toybirds attributes back; {config['data']['name']} has none")
     sampler = Sampler.from_checkpoint(path)
     parts = [standard_metrics(config, splits, sampler.embedder, progress=cfg.progress, names=others)] if others else []
-    judge = judge_evaluation(splits["test"], sampler.embedder, config, progress=cfg.progress) if JUDGE in names else None
+    if JUDGE in names:
+        parts.append(judge_evaluation(splits["test"], sampler.embedder, config, progress=cfg.progress))
     started = time.perf_counter()
     results = {}
-    for part in parts + ([judge] if judge else []):
+    for part in parts:
         results.update(part(lambda noise, embeddings: sampler.generate(noise, embeddings, progress=False)))
     report = {
         "checkpoint": str(path), "step": header.get("step"), "dataset": config["data"]["name"],
@@ -70,7 +71,8 @@ def evaluate(cfg: DictConfig) -> dict:
         if judged_otherwise:  # its eval/* history is another protocol's: the report alone has these
             print(f"the judge's readings are not logged to MLflow run {run_id}: it logged its own under "
                   "the judge settings of before stop 34 (16 captions drawn by its seed); they are in the report")
-            results = {name: value for name, value in results.items() if not name.startswith(JUDGE_KEYS)}
+            # EVAL_METRICS are the judge's keys; their per-attribute keys extend them.
+            results = {name: value for name, value in results.items() if not name.startswith(EVAL_METRICS)}
         _log_to_run(run_id, results, header.get("step", 0), out, cfg.tracking_uri or _tracking_uri(config))
     return report
 

@@ -210,15 +210,12 @@ def standard_metrics(config: dict, splits: dict, embedder, *, progress: bool, na
 def judge_evaluation(test_split, embedder, config: dict, *, progress: bool):
     """The toybirds judge's metrics on the test split's captions (one per image, cycling
     templates), as metrics.judge_* set them: a ToyBirdsEvaluator."""
-    import numpy as np
-
-    from t2igan.metrics import ToyBirdsEvaluator, load_or_train_judge
+    from t2igan.metrics import ToyBirdsEvaluator, load_or_train_judge, toybirds_caption_indices
 
     model = config["model"]
     judge = load_or_train_judge(Path(config["paths"]["cache"]) / "judge",
                                 image_size=model["image_size"], progress=progress)  # fmt: skip
-    captions_per_image = len(test_split.captions[0])
-    indices = np.arange(len(test_split)) % captions_per_image
+    indices = toybirds_caption_indices(len(test_split), len(test_split.captions[0]))
     embeddings = embedder.embed([captions[i] for captions, i in zip(test_split.captions, indices)])
     metrics = config["metrics"]
     seed = config["seed"] if metrics["judge_eval_seed"] is None else metrics["judge_eval_seed"]

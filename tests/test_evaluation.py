@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from inception_standin import build_stand_in
+from t2igan.config import EVAL_METRICS
 from t2igan.data.toybirds import ATTRIBUTE_NAMES
 from t2igan.metrics.inception import InceptionNetwork, InceptionUnavailable, locate_inception, resize_for_inception
 from t2igan.metrics.registry import MetricError, parse_metric
@@ -206,8 +207,7 @@ def test_training_logs_standard_metrics_and_evaluate_scores_the_checkpoint(tmp_p
     result = run_module(tmp_path, "t2igan.evaluate", f"checkpoint={folder}", "metrics=[kid50_test,is50,judge]",
                         f"inception_path={stand_in}", "progress=false")  # fmt: skip
     report = json.loads((folder / "metrics-step4.json").read_text())
-    judged = {name.removeprefix("eval/") for name in logged if name.startswith(("eval/attr_acc", "eval/diversity",
-                                                                                  "eval/fd_judge"))}  # fmt: skip
+    judged = {name.removeprefix("eval/") for name in logged if name.startswith(EVAL_METRICS)}  # the judge's, by attribute too
     assert set(report["metrics"]) == {"kid50_test", "is50", "is50_std"} | judged and report["step"] == 4
     # The run's final generator, re-read on the same captions and noises as its last evaluation.
     for name in ("attr_acc", "diversity", "fd_judge"):
