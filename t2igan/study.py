@@ -4,7 +4,8 @@ The recipes, seeds and shared budget are in conf/study.yaml. Every run is an ord
 `python -m t2igan.train` with a fixed run name (`study-<recipe>-<hash>-s<seed>`, the hash of the
 recipe's overrides with the common ones, so a changed recipe never reuses an old run), so the study is
 resumable: re-running it skips finished runs and resumes an interrupted one from its
-checkpoint. At the end it reads each run's last evaluation from its checkpoint and writes
+checkpoint. A run that diverged (a non-finite loss) is an outcome, not an interruption: it is
+kept, counted in the "diverged" column with its last good evaluation, and not retried. At the end it reads each run's last evaluation from its checkpoint and writes
 `<out>/results.md` (the table), `<out>/results.json` and `<out>/samples.png` (the last
 sample grid of each recipe's first seed, side by side). It may take an hour or more:
 `nohup make study > study.log 2>&1 &` runs it in the background. The "steps" column shows the
@@ -23,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, ImageFont
+
+from t2igan.runs import RunFolder
 
 COLUMNS = ("eval/attr_acc", "eval/diversity", "eval/fd_judge")
 CONFIG = Path(__file__).resolve().parent.parent / "conf" / "study.yaml"
@@ -84,6 +87,7 @@ def read_run(folder: Path) -> dict:
         "chance": chance,
         "per_attribute": per_attribute,
         "collapse": state.get("collapse_reason"),
+        "failure": state.get("failure_reason"),
         "train_seconds": state.get("train_seconds", math.nan),
         "step": header.get("step", 0),
     }
@@ -102,17 +106,18 @@ def results_table(study: dict, results: dict[str, list[dict]]) -> str:
     """Markdown: one row per recipe, mean ± sd over seeds, plus each colour attribute."""
     colours = ("crown_color", "wing_color", "belly_color", "bill_color")
     header = ("| recipe | attribute accuracy | " + " | ".join(c.replace("_color", "") for c in colours)
-              + " | diversity (1 = real) | Fréchet (judge) | collapsed | steps | minutes |")  # fmt: skip
+              + " | diversity (1 = real) | Fréchet (judge) | collapsed | diverged | steps | minutes |")  # fmt: skip
     lines = [header, "|" + " --- |" * (header.count("|") - 1)]
     for recipe, runs in results.items():
         colour_cells = [_mean_sd([r["per_attribute"].get(c) for r in runs]) for c in colours]
         collapsed = sum(r["collapse"] is not None for r in runs)
+        diverged = sum(r["failure"] is not None for r in runs)
         minutes = _mean_sd([r["train_seconds"] / 60 for r in runs])
         lines.append(
             f"| {recipe} ({len(runs)} seeds) | {_mean_sd([r['eval/attr_acc'] for r in runs])} | "
             + " | ".join(colour_cells)
             + f" | {_mean_sd([r['eval/diversity'] for r in runs])} | {_mean_sd([r['eval/fd_judge'] for r in runs])}"
-            f" | {collapsed}/{len(runs)} | {min(r['step'] for r in runs)} | {minutes} |"
+            f" | {collapsed}/{len(runs)} | {diverged}/{len(runs)} | {min(r['step'] for r in runs)} | {minutes} |"
         )
     chance = next((r["chance"] for runs in results.values() for r in runs if r["chance"]), None)
     if chance:
@@ -157,8 +162,12 @@ def main(argv: list[str] | None = None) -> int:
 
     for recipe in recipes if not args.report_only else []:
         for seed in seeds:
-            print(f"== {run_name(study, recipe, seed, args.overrides)}: {study['recipes'][recipe]['description']}",
-                  flush=True)  # fmt: skip
+            name = run_name(study, recipe, seed, args.overrides)
+            failure = RunFolder(runs_root / name).read_state().get("failure_reason")
+            if failure:
+                print(f"== {name}: diverged earlier ({failure}); kept as it is", flush=True)
+                continue
+            print(f"== {name}: {study['recipes'][recipe]['description']}", flush=True)
             subprocess.run(train_command(study, recipe, seed, args.overrides), check=False)
 
     from t2igan.images import save_png

@@ -150,6 +150,8 @@ def fit(
     tracker = open_tracker(folder.read_state().get("mlflow_run_id") if resume else None)
     folder.path.mkdir(parents=True, exist_ok=True)
     folder.write_state(mlflow_run_id=tracker.run_id)
+    if folder.read_state().get("failure_reason"):  # a retry from the last good checkpoint
+        folder.write_state(failure_reason=None)
     status = "FAILED"
     try:
         _record_run(tracker, folder, config)
@@ -211,6 +213,7 @@ def fit(
             print(f"{folder.path.name} is already trained to step {gan.step} (trainer.steps={steps})")
         if logger.failure:
             tracker.set_tags({"failure_reason": logger.failure})
+            folder.write_state(failure_reason=logger.failure)  # for the study's table
             raise TrainingFailed(f"training diverged: {logger.failure}")
         if pruning is not None and pruning.reason is not None:  # a sweep's loser: no model to log
             tracker.set_tags({"pruned_reason": pruning.reason})

@@ -46,13 +46,14 @@ def test_an_edited_preset_gets_new_run_names(tmp_path, monkeypatch):
     assert study.run_name(STUDY, "seed", 0, []) != before
 
 
-def fake_run(runs, name, accuracy, collapse=None):
+def fake_run(runs, name, accuracy, collapse=None, failure=None):
     folder = runs / name
     folder.mkdir(parents=True)
     metrics = {"eval/attr_acc": accuracy, "eval/diversity": 0.5, "eval/fd_judge": 3.0,
                "eval/attr_acc_chance": 0.25, "eval/attr_acc/crown_color": accuracy}  # fmt: skip
     save_checkpoint(folder / "checkpoint.npz", tiny_gan(), metrics=metrics)
-    state = {"train_seconds": 600.0, **({"collapse_reason": collapse} if collapse else {})}
+    state = {"train_seconds": 600.0, **({"collapse_reason": collapse} if collapse else {}),
+             **({"failure_reason": failure} if failure else {})}  # fmt: skip
     (folder / "run.json").write_text(json.dumps(state))
     (folder / "samples").mkdir()
     from t2igan.images import save_png
@@ -72,7 +73,7 @@ def test_report_tabulates_mean_and_spread_over_seeds_and_counts_collapses(tmp_pa
     table = (tmp_path / "out" / "results.md").read_text()
     seed_row = next(line for line in table.splitlines() if line.startswith("| seed"))
     assert "seed (2 seeds) | 0.300 ± 0.141 |" in seed_row
-    assert "| 1/2 | 0 | 10.000 ± 0.000 |" in seed_row  # 0: fewest steps (tiny untrained GANs)
+    assert "| 1/2 | 0/2 | 0 | 10.000 ± 0.000 |" in seed_row  # 0: fewest steps (tiny untrained GANs)
     assert "| default (1 seeds) | 0.900 |" in table
     assert "0.250" in table  # the chance level
     assert (tmp_path / "out" / "samples.png").exists()
@@ -82,3 +83,16 @@ def test_runs_folder_follows_the_project_root(tmp_path, monkeypatch):
     monkeypatch.setenv("T2IGAN_ROOT", str(tmp_path))
     assert study.runs_folder(STUDY, []) == tmp_path / "runs"
     assert study.runs_folder(STUDY, [f"paths.runs={tmp_path}/elsewhere"]) == tmp_path / "elsewhere"
+
+
+def test_a_diverged_run_is_counted_and_not_retried(tmp_path, monkeypatch, capsys):
+    runs = tmp_path / "runs"
+    fake_run(runs, study.run_name(STUDY, "auto", 0, []), 0.3, failure="non-finite d/fake at step 7")
+    monkeypatch.setattr(study.subprocess, "run", lambda *args, **kwargs: pytest.fail("retried a diverged run"))
+    code = study.main(["--recipes", "auto", "--seeds", "0", "--out", str(tmp_path / "out"),
+                       "--set", f"paths.runs={runs}"])  # fmt: skip
+    assert code == 0
+    assert "diverged earlier (non-finite d/fake at step 7)" in capsys.readouterr().out
+    auto_row = next(line for line in (tmp_path / "out" / "results.md").read_text().splitlines()
+                    if line.startswith("| auto"))  # fmt: skip
+    assert "| 0/1 | 1/1 |" in auto_row

@@ -274,3 +274,35 @@ def test_runs_started_together_share_a_new_tracking_store(tmp_path):
     client = MlflowClient(tracking_uri=uri)
     (experiment,) = [e for e in client.search_experiments() if e.name == "t2igan"]
     assert sorted(r.info.run_id for r in client.search_runs([experiment.experiment_id])) == sorted(set(run_ids))
+
+
+def test_a_diverged_run_keeps_its_last_good_checkpoint_and_a_retry_clears_the_failure(tmp_path, monkeypatch):
+    import json
+
+    from hydra import compose, initialize_config_dir
+
+    from t2igan.callbacks import MetricLogger
+    from t2igan.train import train
+    from t2igan.callbacks import TrainingFailed
+
+    monkeypatch.setenv("T2IGAN_ROOT", str(tmp_path))
+    overrides = ["experiment=smoke", "tracking=off", "trainer.progress=false", "trainer.steps=4",
+                 "trainer.log_every=2", "trainer.checkpoint_every=2"]  # fmt: skip
+    act = MetricLogger.act
+
+    def nan_from_step_4(self, step, logs):  # a loss turns non-finite after the step-2 checkpoint
+        act(self, step, {**logs, "d/total": float("nan")} if step >= 4 else logs)
+
+    monkeypatch.setattr(MetricLogger, "act", nan_from_step_4)
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        config = compose("config", overrides=overrides)
+    with pytest.raises(TrainingFailed, match="non-finite d/total"):
+        train(config)
+    folder = only_run_folder(tmp_path)
+    assert read_header(folder / "checkpoint.npz")["step"] == 2
+    assert "non-finite d/total at step 4" in json.loads((folder / "run.json").read_text())["failure_reason"]
+
+    monkeypatch.setattr(MetricLogger, "act", act)
+    train(config)  # the same command retries from the last good checkpoint
+    assert read_header(folder / "checkpoint.npz")["step"] == 4
+    assert json.loads((folder / "run.json").read_text())["failure_reason"] is None
