@@ -5,7 +5,8 @@ The recipes, seeds and shared budget are in conf/study.yaml. Every run is an ord
 recipe's overrides with the common ones, so a changed recipe never reuses an old run), so the study is
 resumable: re-running it skips finished runs and resumes an interrupted one from its
 checkpoint. A run that diverged (a non-finite loss) is an outcome, not an interruption: it is
-kept, counted in the "diverged" column with its last good evaluation, and not retried. At the end it reads each run's last evaluation from its checkpoint and writes
+kept, counted in the "diverged" column with its last good evaluation, and not retried. At the
+end it reads each run's last evaluation from its checkpoint and writes
 `<out>/results.md` (the table), `<out>/results.json` and `<out>/samples.png` (the last
 sample grid of each recipe's first seed, side by side). It may take an hour or more:
 `nohup make study > study.log 2>&1 &` runs it in the background. The "steps" column shows the
@@ -117,7 +118,8 @@ def results_table(study: dict, results: dict[str, list[dict]]) -> str:
             f"| {recipe} ({len(runs)} seeds) | {_mean_sd([r['eval/attr_acc'] for r in runs])} | "
             + " | ".join(colour_cells)
             + f" | {_mean_sd([r['eval/diversity'] for r in runs])} | {_mean_sd([r['eval/fd_judge'] for r in runs])}"
-            f" | {collapsed}/{len(runs)} | {diverged}/{len(runs)} | {min(r['step'] for r in runs)} | {minutes} |"
+            f" | {collapsed}/{len(runs)} | {diverged}/{len(runs)}"
+            f" | {min(r['step'] for r in runs)} | {minutes} |"
         )
     chance = next((r["chance"] for runs in results.values() for r in runs if r["chance"]), None)
     if chance:

@@ -73,7 +73,7 @@ def test_report_tabulates_mean_and_spread_over_seeds_and_counts_collapses(tmp_pa
     table = (tmp_path / "out" / "results.md").read_text()
     seed_row = next(line for line in table.splitlines() if line.startswith("| seed"))
     assert "seed (2 seeds) | 0.300 ± 0.141 |" in seed_row
-    assert "| 1/2 | 0/2 | 0 | 10.000 ± 0.000 |" in seed_row  # 0: fewest steps (tiny untrained GANs)
+    assert "| 1/2 | 0/2 | 0 | 10.000 ± 0.000 |" in seed_row  # 0 steps: tiny untrained GANs
     assert "| default (1 seeds) | 0.900 |" in table
     assert "0.250" in table  # the chance level
     assert (tmp_path / "out" / "samples.png").exists()
@@ -88,7 +88,7 @@ def test_runs_folder_follows_the_project_root(tmp_path, monkeypatch):
 def test_a_diverged_run_is_counted_and_not_retried(tmp_path, monkeypatch, capsys):
     runs = tmp_path / "runs"
     fake_run(runs, study.run_name(STUDY, "auto", 0, []), 0.3, failure="non-finite d/fake at step 7")
-    monkeypatch.setattr(study.subprocess, "run", lambda *args, **kwargs: pytest.fail("retried a diverged run"))
+    monkeypatch.setattr(study.subprocess, "run", lambda *a, **k: pytest.fail("retried a diverged run"))
     code = study.main(["--recipes", "auto", "--seeds", "0", "--out", str(tmp_path / "out"),
                        "--set", f"paths.runs={runs}"])  # fmt: skip
     assert code == 0

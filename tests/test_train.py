@@ -276,7 +276,7 @@ def test_runs_started_together_share_a_new_tracking_store(tmp_path):
     assert sorted(r.info.run_id for r in client.search_runs([experiment.experiment_id])) == sorted(set(run_ids))
 
 
-def test_a_diverged_run_keeps_its_last_good_checkpoint_and_a_retry_clears_the_failure(tmp_path, monkeypatch):
+def test_a_diverged_run_keeps_its_last_good_checkpoint_and_a_retry_clears_it(tmp_path, monkeypatch):
     import json
 
     from hydra import compose, initialize_config_dir
@@ -300,7 +300,8 @@ def test_a_diverged_run_keeps_its_last_good_checkpoint_and_a_retry_clears_the_fa
         train(config)
     folder = only_run_folder(tmp_path)
     assert read_header(folder / "checkpoint.npz")["step"] == 2
-    assert "non-finite d/total at step 4" in json.loads((folder / "run.json").read_text())["failure_reason"]
+    state = json.loads((folder / "run.json").read_text())
+    assert "non-finite d/total at step 4" in state["failure_reason"]
 
     monkeypatch.setattr(MetricLogger, "act", act)
     train(config)  # the same command retries from the last good checkpoint
