@@ -78,7 +78,7 @@ def read_run(folder: Path) -> dict:
     """A study run's outcome from its folder: last evaluation, collapse, training time."""
     from t2igan.checkpoint import read_header
 
-    state = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
+    state = RunFolder(folder).read_state()
     header = read_header(folder / "checkpoint.npz")
     metrics = header.get("metrics", {})
     chance = metrics.get("eval/attr_acc_chance")

@@ -281,9 +281,8 @@ def test_a_diverged_run_keeps_its_last_good_checkpoint_and_a_retry_clears_it(tmp
 
     from hydra import compose, initialize_config_dir
 
-    from t2igan.callbacks import MetricLogger
+    from t2igan.callbacks import MetricLogger, TrainingFailed
     from t2igan.train import train
-    from t2igan.callbacks import TrainingFailed
 
     monkeypatch.setenv("T2IGAN_ROOT", str(tmp_path))
     overrides = ["experiment=smoke", "tracking=off", "trainer.progress=false", "trainer.steps=4",
